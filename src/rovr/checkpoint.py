@@ -1,0 +1,90 @@
+"""Checkpoints: safetensors weights + JSON metadata, atomic writes, resume. Never unpickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from rovr.errors import CheckpointError
+
+
+def _atomic_replace(path: Path, write: Any) -> None:
+    """Write through ``write(tmp_path)`` into a temp file beside ``path``, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
+    _atomic_replace(Path(path), lambda p: p.write_text(text))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Save ``tensors`` as ``path`` (.safetensors) and ``meta`` as ``path`` with .json, atomically.
+
+    Non-finite weights are refused, so a diverged model never replaces a good checkpoint.
+    """
+    path = Path(path)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"refusing to save '{path}': tensor '{name}' holds NaN/inf (training diverged)")
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_replace(path, lambda p: save_file(flat, str(p)))
+    atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load (tensors, meta) saved by :func:`save_checkpoint`, with one-line errors."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; train that stage first or pass another path")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated ({e}); delete it and re-run the stage") from None
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"checkpoint metadata '{meta_path}' is corrupt; delete the checkpoint and re-run") from None
+    return tensors, meta
+
+
+def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str | Path) -> None:
+    """Load ``prefix``-ed entries of ``tensors`` into ``module``; a shape/key mismatch is a one-line error."""
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        what = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "")
+        what += f" shape mismatch in {bad[:3]}" if bad else ""
+        raise CheckpointError(
+            f"checkpoint '{source}' does not fit this model ({what.strip()}); it was made with another "
+            "architecture config: use the config it was trained with or retrain"
+        )
+    module.load_state_dict(sd)
+
+
+def state_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """The module's state dict with ``prefix`` added to every key."""
+    return {prefix + k: v for k, v in module.state_dict().items()}
