@@ -103,7 +103,7 @@ class PretrainConfig:
     batch_size: int = _f(16, "targets per step")
     lr: float = _f(2e-3, "Adam learning rate")
     lambda_max: float = _f(0.9, "final perceptual weight λ of Eq. 1 (grown exponentially from 0)")
-    lambda_rate: float = _f(5.0, "growth rate of λ: λ(s) = λ_max (1 - exp(-rate s/steps)) / (1 - exp(-rate))")
+    lambda_rate: float = _f(-5.0, "shape of λ(s) = λ_max (1 - exp(-r s/S)) / (1 - exp(-r)); r < 0 grows exponentially (slow, then fast)")
     max_minutes: float = _f(0.0, "stop after this many minutes of training (0 = no limit)")
     checkpoint_every: int = _f(250, "save a checkpoint every this many steps")
 
