@@ -1,0 +1,622 @@
+"""The only module that decodes or encodes video, frames and masks.
+
+Inputs: video files (mp4, avi, mov, mkv, webm, gif; anything FFmpeg opens is tried) and folders of
+frames (png, jpg, jpeg, bmp; sorted naturally by name, so ``2.png`` comes before ``10.png``). A frame
+folder has no frame rate of its own; it is reported as :data:`FOLDER_FPS` (24). Frames come out as RGB
+``uint8``; grayscale, palette and RGBA inputs are converted (alpha is dropped).
+
+Masks: a folder of per-frame images or one image used for every frame; a pixel is a hole where the
+image is non-zero (palette images: a non-zero palette index). JPEG masks are lossy, so there a hole
+is a value >= 128.
+
+Outputs: H.264 mp4 (libx264) and PNG. Every write goes to a temporary file beside the target and is
+renamed over it only when complete, so a crash never leaves a half-written file under the real name.
+
+Bad input raises :class:`rovr.errors.DataError` with one line naming the file, what is wrong and
+what to do; FFmpeg errors never escape as tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rovr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+"""File extensions that :func:`is_video_file` (and so folder scans) treat as videos."""
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+"""Extensions of frame and mask images."""
+FOLDER_FPS = 24.0
+"""Frame rate reported for a folder of frames (it carries none of its own)."""
+MIN_FRAMES = 3
+"""Fewer frames than this is not a video we can use (a target needs two other frames)."""
+MAX_SIDE = 8192
+"""Largest accepted width or height in pixels."""
+
+_AV_ERRORS = (av.FFmpegError, OSError, EOFError)
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learns about a video file or frame folder without decoding it."""
+
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+# ----------------------------------------------------------------------------- naming and listing
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key that orders embedded numbers by value: ``f2.png`` < ``f10.png``."""
+    parts = re.split(r"([0-9]+)", name)  # ASCII digits only: odd positions are numbers
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(parts)]
+
+
+def is_video_file(path: PathLike) -> bool:
+    """True for a file with a video extension (see :data:`VIDEO_EXTS`), hidden files excluded."""
+    p = Path(path)
+    return p.is_file() and p.suffix.lower() in VIDEO_EXTS and not p.name.startswith(".")
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted naturally (hidden files excluded)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as e:
+        raise DataError(
+            f"cannot list folder '{folder}' ({e.strerror}); check the path and its permissions"
+        ) from None
+    files = [
+        Path(e.path)
+        for e in entries
+        if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
+    ]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise DataError(
+            f"'{path}' is {width}x{height} pixels; sides must be between 1 and {MAX_SIDE}, resize it first"
+        )
+
+
+# ----------------------------------------------------------------------------- video files
+
+
+@contextmanager
+def _open_container(path: Path) -> Iterator[av.container.InputContainer]:
+    """``av.open`` for reading with FFmpeg errors turned into one-line DataErrors."""
+    try:
+        container = av.open(str(path), "r")
+    except _AV_ERRORS as e:
+        raise DataError(
+            f"'{path}' is not a readable video ({_reason(e)}); the file is truncated, corrupt or not a video - "
+            "re-export or re-download it"
+        ) from None
+    try:
+        if not container.streams.video:
+            raise DataError(f"'{path}' has no video stream; pass a video file or a folder of frames")
+        yield container
+    finally:
+        container.close()
+
+
+def _reason(e: BaseException) -> str:
+    """Short one-line description of an FFmpeg/OS error (without the path it repeats)."""
+    msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(msg).splitlines()[0]
+
+
+@dataclass(frozen=True)
+class _FileIndex:
+    """Presentation timestamps of all frames of a file's first video stream, sorted."""
+
+    pts: np.ndarray | None  # int64 (N,), or None when the container gives no timestamps
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+@lru_cache(maxsize=256)
+def _file_index(path: Path, mtime_ns: int, size: int) -> _FileIndex:
+    """Demux (no decoding) ``path`` once to count frames and record their timestamps.
+
+    Cached by (path, mtime, size), so an overwritten file is indexed afresh.
+    """
+    with _open_container(path) as c:
+        s = c.streams.video[0]
+        width, height = s.codec_context.width, s.codec_context.height
+        _check_size(path, width, height)
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        fps = float(rate) if rate else FOLDER_FPS
+        declared = s.frames
+        pts: list[int] = []
+        has_pts = True
+        n_packets = 0
+        try:
+            for pkt in c.demux(s):
+                if pkt.size == 0:  # the flush packet at the end
+                    continue
+                n_packets += 1
+                if pkt.is_discard:
+                    continue
+                if pkt.pts is None:
+                    has_pts = False
+                else:
+                    pts.append(int(pkt.pts))
+        except _AV_ERRORS as e:
+            raise DataError(
+                f"'{path}' could not be read to the end ({_reason(e)}); it is truncated or corrupt - re-export it"
+            ) from None
+    if declared > 0 and n_packets < declared:
+        raise DataError(
+            f"'{path}' is truncated: its header declares {declared} frames but only {n_packets} are present; "
+            "re-export or re-download it"
+        )
+    frames = len(pts) if has_pts else n_packets
+    arr = np.sort(np.asarray(pts, dtype=np.int64)) if has_pts else None
+    if arr is not None and len(np.unique(arr)) != len(arr):
+        arr = None  # duplicate timestamps: fall back to counting decoded frames
+    return _FileIndex(arr, frames, fps, width, height)
+
+
+def _index(path: Path) -> _FileIndex:
+    st = path.stat()
+    return _file_index(path, st.st_mtime_ns, st.st_size)
+
+
+def _iter_file(path: Path, info: VideoInfo, start: int, count: int) -> Iterator[np.ndarray]:
+    """Decode ``count`` frames of a video file from frame ``start``, seeking to the keyframe before it."""
+    idx = _index(path)
+    W, H = info.width, info.height
+    yielded = 0
+    try:
+        with _open_container(path) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            target: int | None = None
+            if start > 0 and idx.pts is not None:
+                target = int(idx.pts[start])
+                c.seek(target, stream=s, backward=True, any_frame=False)
+            seen = 0
+            for frame in c.decode(s):
+                if target is not None and yielded == 0:
+                    if frame.pts is None or frame.pts > target:
+                        break  # the seek overshot or timestamps vanished: decode from the start below
+                    if frame.pts < target:
+                        continue
+                elif target is None and seen < start:
+                    seen += 1
+                    continue
+                yield frame.to_ndarray(format="rgb24", width=W, height=H)
+                yielded += 1
+                if yielded == count:
+                    return
+            if target is not None and yielded == 0:
+                log.debug("seek in '%s' missed frame %d; decoding from the start", path, start)
+                c.seek(0, stream=s, backward=True, any_frame=False)
+                for i, frame in enumerate(c.decode(s)):
+                    if i < start:
+                        continue
+                    yield frame.to_ndarray(format="rgb24", width=W, height=H)
+                    yielded += 1
+                    if yielded == count:
+                        return
+    except _AV_ERRORS as e:
+        raise DataError(
+            f"'{path}' failed to decode at frame {start + yielded} ({_reason(e)}); the file is corrupt - re-export it"
+        ) from None
+    raise DataError(
+        f"'{path}' ended after {start + yielded} of {info.frames} frames; the file is truncated or corrupt - "
+        "re-export it"
+    )
+
+
+# ----------------------------------------------------------------------------- frame folders
+
+
+def _read_image_rgb(path: Path) -> np.ndarray:
+    """One image file -> uint8 (H, W, 3) RGB."""
+    try:
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read frame '{path}' ({e.strerror}); check the file") from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    if img is None:
+        raise DataError(f"frame '{path}' is not a readable image; replace or delete it")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _image_size(path: Path, what: str = "frame") -> tuple[int, int]:
+    """(width, height) from an image header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        raise DataError(f"{what} '{path}' is not a readable image; replace or delete it") from None
+
+
+def _iter_folder(folder: Path, info: VideoInfo, start: int, count: int) -> Iterator[np.ndarray]:
+    for p in list_images(folder)[start : start + count]:
+        img = _read_image_rgb(p)
+        if img.shape[:2] != (info.height, info.width):
+            raise DataError(
+                f"frame '{p}' is {img.shape[1]}x{img.shape[0]} but the first frame of '{folder}' is "
+                f"{info.width}x{info.height}; all frames of a folder must have one size"
+            )
+        yield img
+
+
+# ----------------------------------------------------------------------------- public reading API
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Frame count, fps and size of a video file or frame folder (no decoding).
+
+    Raises DataError for a missing path, an unreadable or truncated file, an empty folder, fewer than
+    :data:`MIN_FRAMES` frames or a side longer than :data:`MAX_SIDE`.
+    """
+    p = Path(path)
+    if p.is_dir():
+        images = list_images(p)
+        if not images:
+            raise DataError(
+                f"folder '{p}' holds no frames ({', '.join(IMAGE_EXTS)}); pass a video file or a folder of frames"
+            )
+        width, height = _image_size(images[0])
+        _check_size(images[0], width, height)
+        info = VideoInfo(p, len(images), FOLDER_FPS, width, height)
+    elif p.is_file():
+        idx = _index(p)
+        info = VideoInfo(p, idx.frames, idx.fps, idx.width, idx.height)
+    else:
+        raise DataError(f"video '{p}' does not exist; pass an existing video file or folder of frames")
+    if info.frames < MIN_FRAMES:
+        raise DataError(f"'{p}' has {info.frames} frame(s); a video needs at least {MIN_FRAMES}")
+    return info
+
+
+def _window(info: VideoInfo, start: int, count: int | None) -> int:
+    """Validate the window [start, start + count) against the video; return count."""
+    if count is None:
+        count = info.frames - start
+    if start < 0 or count < 1 or start + count > info.frames:
+        raise DataError(
+            f"frames [{start}, {start + count}) requested but '{info.path}' has {info.frames} frames; "
+            "ask for a window inside the video"
+        )
+    return count
+
+
+def iter_frames(path: PathLike, start: int = 0, count: int | None = None) -> Iterator[np.ndarray]:
+    """Stream frames ``start .. start+count-1`` (default: to the end) as uint8 (H, W, 3) RGB.
+
+    Holds one frame at a time; files are seeked to the keyframe before ``start``. The window is
+    checked before the first frame is decoded.
+    """
+    info = probe(path)
+    n = _window(info, start, count)
+    if info.path.is_dir():
+        return _iter_folder(info.path, info, start, n)
+    return _iter_file(info.path, info, start, n)
+
+
+def read_video(path: PathLike, start: int = 0, count: int | None = None) -> np.ndarray:
+    """Frames ``start .. start+count-1`` (default: all) of a video or frame folder: uint8 (T, H, W, 3)."""
+    info = probe(path)
+    n = _window(info, start, count)
+    out = np.empty((n, info.height, info.width, 3), dtype=np.uint8)
+    it = (
+        _iter_folder(info.path, info, start, n)
+        if info.path.is_dir()
+        else _iter_file(info.path, info, start, n)
+    )
+    for i, frame in enumerate(it):
+        out[i] = frame
+    return out
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """One mask image -> bool (H, W), True = hole (non-zero; JPEG: >= 128)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F"):
+                a = np.asarray(im)
+                hole = a >= 128 if im.format == "JPEG" else a != 0
+            elif mode in ("RGB", "RGBA", "LA", "PA"):
+                a = np.asarray(im)
+                colour = a[..., :-1] if mode in ("RGBA", "LA", "PA") else a
+                thr = 128 if im.format == "JPEG" else 1
+                hole = (colour >= thr).any(axis=-1)
+                if mode != "RGB":
+                    hole &= a[..., -1] > 0
+            else:
+                hole = np.asarray(im.convert("L")) != 0
+    except (OSError, UnidentifiedImageError, ValueError):
+        raise DataError(f"mask '{path}' is not a readable image; replace it with a PNG mask") from None
+    return np.ascontiguousarray(hole, dtype=bool)
+
+
+def _mask_files(path: Path, num_frames: int, height: int, width: int) -> list[Path]:
+    """Check a mask folder or image against the video; return the files (one = applies to every frame)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1 (got {num_frames})")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise DataError(f"mask folder '{path}' holds no images; put one PNG mask per frame in it")
+        if len(files) != num_frames:
+            raise DataError(
+                f"mask folder '{path}' has {len(files)} masks but the video has {num_frames} frames; "
+                "provide one mask per frame (or a single mask image for all)"
+            )
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"masks '{path}' do not exist; pass a folder of per-frame masks or one mask image")
+    for f in files:
+        w, h = _image_size(f, "mask")
+        if (w, h) != (width, height):
+            raise DataError(
+                f"mask '{f}' is {w}x{h} but the video frames are {width}x{height} (WxH); "
+                "masks must have the size of the video"
+            )
+    return files
+
+
+def iter_masks(path: PathLike, num_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
+    """Stream ``num_frames`` masks as bool (H, W), True = hole.
+
+    ``path`` is a folder with one image per frame (sorted naturally) or one image used for every frame
+    (then the same read-only array is yielded each time). Count and sizes are checked up front.
+    """
+    files = _mask_files(Path(path), num_frames, height, width)
+
+    def gen() -> Iterator[np.ndarray]:
+        if len(files) == 1 and not Path(path).is_dir():
+            mask = _read_mask(files[0])
+            mask.flags.writeable = False
+            for _ in range(num_frames):
+                yield mask
+        else:
+            for f in files:
+                yield _read_mask(f)
+
+    return gen()
+
+
+def read_masks(path: PathLike, num_frames: int, height: int, width: int) -> np.ndarray:
+    """All masks as bool (T, H, W), T = ``num_frames``, True = hole (see :func:`iter_masks`)."""
+    out = np.empty((num_frames, height, width), dtype=bool)
+    for i, m in enumerate(iter_masks(path, num_frames, height, width)):
+        out[i] = m
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _temp_beside(path: Path, suffix: str = ".part") -> Path:
+    """A fresh hidden temporary name in the folder of ``path`` (same file system, so rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_frame(frame: np.ndarray, height: int, width: int) -> None:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (height, width, 3):
+        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"expected a uint8 frame of shape ({height}, {width}, 3), got {got}")
+
+
+class VideoWriter:
+    """Stream frames into an H.264 mp4; the file appears under ``path`` only on a successful close.
+
+    Even sizes use yuv420p (plays everywhere); an odd width or height uses yuv444p, which H.264
+    accepts at any size, so the written file decodes to exactly ``width x height``. Use as a context
+    manager: an exception inside the block removes the temporary file.
+
+    >>> with VideoWriter("out.mp4", fps=24, width=W, height=H) as w:
+    ...     for frame in frames:  # uint8 (H, W, 3) RGB
+    ...         w.write(frame)
+    """
+
+    def __init__(
+        self, path: PathLike, fps: float, width: int, height: int, crf: int = 18, preset: str = "medium"
+    ) -> None:
+        if not (np.isfinite(fps) and 0 < fps <= 1000):
+            raise ValueError(f"fps must be in (0, 1000] (got {fps})")
+        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+            raise ValueError(f"width and height must be in [1, {MAX_SIDE}] (got {width}x{height})")
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.frames_written = 0
+        self._closed = True  # until the container is open, there is nothing to abort
+        rate = Fraction(fps).limit_denominator(1001)
+        self._time_base = 1 / rate
+        self._tmp = _temp_beside(self.path)
+        try:
+            container = av.open(str(self._tmp), "w", format="mp4")
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._container = container
+        self._closed = False
+        try:
+            self._stream = container.add_stream("libx264", rate=rate)
+            self._stream.width, self._stream.height = self.width, self.height
+            self._stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            self._stream.options = {"crf": str(int(crf)), "preset": preset}
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 (H, W, 3) RGB frame."""
+        if self._closed:
+            raise ValueError(f"VideoWriter for '{self.path}' is already closed")
+        _check_frame(frame, self.height, self.width)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.frames_written
+        vf.time_base = self._time_base
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and move the finished file to ``path`` (atomic)."""
+        if self._closed:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            raise ValueError(f"no frames were written to '{self.path}'; nothing saved")
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._closed = True
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        log.debug("wrote %s (%d frames)", self.path, self.frames_written)
+
+    def abort(self) -> None:
+        """Discard everything written so far (the target file is left untouched)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._container.close()
+            except _AV_ERRORS:
+                pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            log.warning("VideoWriter for '%s' was never closed; discarding the partial file", self.path)
+            self.abort()
+
+
+def write_video(path: PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int = 18) -> None:
+    """Write uint8 (T, H, W, 3) RGB frames (an array or any iterable of (H, W, 3)) as H.264 mp4, atomically."""
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError(f"no frames given for '{path}'; nothing saved") from None
+    if not isinstance(first, np.ndarray) or first.ndim != 3:
+        raise ValueError(
+            f"frames must be uint8 (H, W, 3) arrays (got {getattr(first, 'shape', type(first))})"
+        )
+    with VideoWriter(path, fps, first.shape[1], first.shape[0], crf=crf) as w:
+        w.write(first)
+        for frame in it:
+            w.write(frame)
+
+
+def write_png(path: PathLike, image: np.ndarray) -> None:
+    """Write uint8 (H, W, 3) RGB, uint8 (H, W) gray or bool (H, W) (as 0/255) as a PNG, atomically."""
+    img = np.asarray(image)
+    if img.dtype == bool and img.ndim == 2:
+        img = img.astype(np.uint8) * 255
+    if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise ValueError(
+            f"write_png expects uint8 (H, W, 3), uint8 (H, W) or bool (H, W), got {img.dtype} {img.shape}"
+        )
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError(f"PNG encoding failed for '{path}' (shape {img.shape})")
+    _atomic_write_bytes(Path(path), buf.tobytes())
+
+
+def write_frames(folder: PathLike, frames: np.ndarray | Iterable[np.ndarray]) -> int:
+    """Write frames as ``00000.png, 00001.png, ...`` into ``folder``; returns the number written.
+
+    The frames go to a temporary folder beside ``folder`` that is renamed into place when complete.
+    An existing ``folder`` is replaced only if it holds nothing but PNG files (a previous frame
+    folder); otherwise DataError, so no unrelated files are ever deleted.
+    """
+    target = Path(folder)
+    if target.exists():
+        if not target.is_dir():
+            raise DataError(f"'{target}' exists and is not a folder; choose another output folder")
+        foreign = [
+            e.name for e in os.scandir(target) if not (e.is_file() and e.name.lower().endswith(".png"))
+        ]
+        if foreign:
+            raise DataError(
+                f"output folder '{target}' holds other files (e.g. '{foreign[0]}'); choose an empty or new folder"
+            )
+    tmp = _temp_beside(target, suffix=".tmpdir")
+    tmp.mkdir()
+    try:
+        n = 0
+        for n, frame in enumerate(frames, start=1):
+            write_png(tmp / f"{n - 1:05d}.png", frame)
+        old = None
+        if target.exists():
+            old = _temp_beside(target, suffix=".old")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return n

@@ -1,0 +1,340 @@
+"""rovr.video.io: round trips, streaming windows, masks, atomic writes and one-line errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from rovr.errors import DataError
+from rovr.video import io
+
+REAL_VIDEOS = ("schoolgirls.mp4", "dogs_jump.mp4", "skating.mp4", "parkour.mp4")
+
+
+def smooth_frames(t: int, h: int, w: int) -> np.ndarray:
+    """uint8 (t, h, w, 3): smooth colour gradients drifting right, easy for H.264."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((t, h, w, 3), np.uint8)
+    for i in range(t):
+        out[i, ..., 0] = 128 + 100 * np.sin((x + 2 * i) / 9)
+        out[i, ..., 1] = 128 + 100 * np.cos(y / 7)
+        out[i, ..., 2] = 40 + 3 * i
+    return out
+
+
+def encode_with_pyav(
+    path: Path, frames: np.ndarray, codec: str, fmt: str, options: dict[str, str] | None = None
+) -> None:
+    """Write a test file in a container/codec that rovr itself never writes."""
+    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize(("w", "h"), [(64, 48), (65, 49), (64, 37)])
+def test_mp4_round_trip_keeps_size_count_fps_and_pixels(tmp_path: Path, w: int, h: int) -> None:
+    frames = smooth_frames(12, h, w)
+    path = tmp_path / "v.mp4"
+    io.write_video(path, frames, fps=30)
+    info = io.probe(path)
+    assert (info.frames, info.width, info.height) == (12, w, h)
+    assert info.fps == pytest.approx(30.0)
+    back = io.read_video(path)
+    assert back.shape == frames.shape and back.dtype == np.uint8
+    # crf 18; the floor for this saturated pattern is ~2.9 even at crf 0 (4:2:0 chroma subsampling)
+    assert np.abs(back.astype(int) - frames).mean() < 4.0
+
+
+def test_write_video_accepts_iterables_and_ntsc_rate(tmp_path: Path) -> None:
+    path = tmp_path / "v.mp4"
+    io.write_video(path, (f for f in smooth_frames(5, 32, 32)), fps=30000 / 1001)
+    assert io.probe(path).fps == pytest.approx(29.97, abs=0.01)
+    assert leftovers(tmp_path) == []
+
+
+def test_video_writer_streams_frames(tmp_path: Path) -> None:
+    frames = smooth_frames(7, 32, 48)
+    with io.VideoWriter(tmp_path / "s.mp4", fps=24, width=48, height=32) as wr:
+        for f in frames:
+            wr.write(f)
+        assert not (tmp_path / "s.mp4").exists()  # only visible once complete
+    assert wr.frames_written == 7
+    assert io.read_video(tmp_path / "s.mp4").shape == frames.shape
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "fmt"),
+    [
+        ("v.mkv", "libx264", "matroska"),
+        ("v.avi", "mpeg4", "avi"),
+        ("v.mov", "libx264", "mov"),
+        ("v.webm", "libvpx-vp9", "webm"),
+    ],
+)
+def test_other_containers_decode_and_seek(tmp_path: Path, name: str, codec: str, fmt: str) -> None:
+    frames = smooth_frames(10, 32, 48)
+    path = tmp_path / name
+    encode_with_pyav(path, frames, codec, fmt, {"g": "4"} if codec != "libvpx-vp9" else None)
+    info = io.probe(path)
+    assert (info.frames, info.width, info.height) == (10, 48, 32)
+    assert info.fps == pytest.approx(25.0)
+    full = io.read_video(path)
+    assert np.abs(full.astype(int) - frames).mean() < 6.0
+    np.testing.assert_array_equal(io.read_video(path, 5, 4), full[5:9])
+
+
+def test_gif_is_read_with_its_frame_rate(tmp_path: Path) -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    frames = np.stack([np.full((20, 30, 3), c, np.uint8) for c in colours])
+    Image.fromarray(frames[0]).save(
+        tmp_path / "a.gif",
+        save_all=True,
+        append_images=[Image.fromarray(f) for f in frames[1:]],
+        duration=40,
+        loop=0,
+    )
+    info = io.probe(tmp_path / "a.gif")
+    assert (info.frames, info.width, info.height, info.fps) == (4, 30, 20, 25.0)
+    np.testing.assert_array_equal(io.read_video(tmp_path / "a.gif"), frames)
+    np.testing.assert_array_equal(io.read_video(tmp_path / "a.gif", 2), frames[2:])
+
+
+def test_png_folder_round_trip_is_lossless_and_naturally_sorted(tmp_path: Path) -> None:
+    frames = smooth_frames(4, 16, 24)
+    assert io.write_frames(tmp_path / "f", frames) == 4
+    np.testing.assert_array_equal(io.read_video(tmp_path / "f"), frames)
+    assert io.probe(tmp_path / "f").fps == io.FOLDER_FPS == 24.0
+    # natural order: 2 before 10; gray and RGBA frames come out RGB; jpg/bmp accepted
+    d = tmp_path / "mixed"
+    d.mkdir()
+    Image.fromarray(np.full((8, 8), 10, np.uint8)).save(d / "f2.png")
+    Image.fromarray(np.full((8, 8, 4), (20, 30, 40, 0), np.uint8)).save(d / "f10.png")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(d / "f1.bmp")
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(d / "f11.jpg", quality=95)
+    (d / "notes.txt").write_text("ignored")
+    out = io.read_video(d)
+    assert out.shape == (4, 8, 8, 3)
+    np.testing.assert_array_equal(out[:3, 0, 0], [[200, 200, 200], [10, 10, 10], [20, 30, 40]])
+    assert np.abs(out[3].astype(int) - 100).max() <= 2
+
+
+@pytest.mark.parametrize("video", REAL_VIDEOS)
+def test_streaming_window_equals_slice_of_full_read(real_dir: Path, video: str) -> None:
+    path = real_dir / video
+    info = io.probe(path)
+    full = io.read_video(path)
+    assert full.shape == (info.frames, info.height, info.width, 3)
+    mid = info.frames // 2 - 10
+    window = list(io.iter_frames(path, mid, 20))
+    np.testing.assert_array_equal(np.stack(window), full[mid : mid + 20])
+    np.testing.assert_array_equal(io.read_video(path, info.frames - 3), full[-3:])
+
+
+def test_real_schoolgirls_is_80_frames_432x240(real_dir: Path) -> None:
+    info = io.probe(real_dir / "schoolgirls.mp4")
+    assert (info.frames, info.width, info.height, info.fps) == (80, 432, 240, 24.0)
+
+
+def test_iter_frames_is_lazy(real_dir: Path) -> None:
+    it = io.iter_frames(real_dir / "skating.mp4", 30)
+    first = next(it)
+    assert first.shape == (360, 640, 3)
+    it.close()  # stops decoding; the container is closed
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_palette_mask_folder_nonzero_index_is_hole(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    expected = []
+    for i in range(11):  # names 0..10 must sort naturally
+        idx = np.zeros((6, 9), np.uint8)
+        idx[i % 6, i % 9] = 1 + i % 3
+        im = Image.fromarray(idx, mode="P")
+        im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+        im.save(d / f"{i}.png")
+        expected.append(idx != 0)
+    masks = io.read_masks(d, 11, 6, 9)
+    assert masks.dtype == bool
+    np.testing.assert_array_equal(masks, np.stack(expected))
+
+
+def test_gray_binary_and_jpeg_masks(tmp_path: Path) -> None:
+    a = np.zeros((6, 8), np.uint8)
+    a[1:3, 2:5] = 255
+    Image.fromarray(a).save(tmp_path / "gray.png")
+    Image.fromarray(a > 0).save(tmp_path / "binary.png")
+    Image.fromarray(a).save(tmp_path / "lossy.jpg", quality=60)
+    for name in ("gray.png", "binary.png", "lossy.jpg"):
+        np.testing.assert_array_equal(io.read_masks(tmp_path / name, 1, 6, 8)[0], a > 0, err_msg=name)
+
+
+def test_single_mask_image_applies_to_every_frame(tmp_path: Path) -> None:
+    a = np.zeros((5, 7), np.uint8)
+    a[2, 3] = 1
+    Image.fromarray(a).save(tmp_path / "one.png")
+    masks = io.read_masks(tmp_path / "one.png", 4, 5, 7)
+    assert masks.shape == (4, 5, 7)
+    assert masks.sum() == 4 and masks[:, 2, 3].all()
+    streamed = list(io.iter_masks(tmp_path / "one.png", 4, 5, 7))
+    assert len(streamed) == 4 and not streamed[0].flags.writeable
+
+
+@pytest.mark.parametrize("video", ["schoolgirls", "dogs_jump"])
+def test_real_mask_folders_match_their_videos(real_dir: Path, video: str) -> None:
+    info = io.probe(real_dir / f"{video}.mp4")
+    masks = io.read_masks(real_dir / f"{video}_mask", info.frames, info.height, info.width)
+    assert masks.shape == (info.frames, info.height, info.width)
+    assert 0.005 < masks.mean() < 0.5  # an object, not empty and not everything
+    assert masks.reshape(info.frames, -1).any(axis=1).all()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_failed_stream_leaves_nothing_and_keeps_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), io.VideoWriter(target, 24, 16, 16) as wr:
+        wr.write(np.zeros((16, 16, 3), np.uint8))
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+    bad = [np.zeros((16, 16, 3), np.uint8), np.zeros((16, 17, 3), np.uint8)]
+    with pytest.raises(ValueError, match=r"\(16, 16, 3\)"):
+        io.write_video(tmp_path / "new.mp4", bad, fps=24)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_write_png_and_write_frames_are_atomic(tmp_path: Path) -> None:
+    img = smooth_frames(1, 9, 11)[0]
+    io.write_png(tmp_path / "a.png", img)
+    io.write_png(tmp_path / "m.png", img[..., 0] > 128)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "m.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), img)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")), (img[..., 0] > 128) * 255)
+    # a previous frame folder is replaced whole; a folder with other files is refused
+    io.write_frames(tmp_path / "f", smooth_frames(5, 4, 4))
+    io.write_frames(tmp_path / "f", smooth_frames(3, 4, 4))
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    (tmp_path / "f" / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="keep.txt"):
+        io.write_frames(tmp_path / "f", smooth_frames(3, 4, 4))
+
+    def boom() -> Iterator[np.ndarray]:
+        yield smooth_frames(1, 4, 4)[0]
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        io.write_frames(tmp_path / "g", boom())
+    assert not (tmp_path / "g").exists() and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _truncate(path: Path, keep: float) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def _bad_cases(tmp: Path) -> dict[str, tuple[Callable[[], object], str]]:
+    """name -> (call that must raise DataError, the file name the message must mention)."""
+    (tmp / "text.mp4").write_text("this is a text file, not a video\n" * 20)
+    io.write_video(tmp / "trunc.mp4", smooth_frames(30, 32, 32), fps=24)
+    _truncate(tmp / "trunc.mp4", 0.5)
+    rng = np.random.default_rng(0)
+    encode_with_pyav(
+        tmp / "faststart.mp4",
+        rng.integers(0, 255, (30, 32, 32, 3), dtype=np.uint8),
+        "libx264",
+        "mp4",
+        {"movflags": "faststart"},
+    )
+    _truncate(tmp / "faststart.mp4", 0.6)
+    (tmp / "empty_dir").mkdir()
+    io.write_video(tmp / "two.mp4", smooth_frames(2, 16, 16), fps=24)
+    (tmp / "huge").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((2, 8200), np.uint8)).save(tmp / "huge" / f"{i}.png")
+    io.write_frames(tmp / "ok", smooth_frames(3, 6, 8))
+    (tmp / "broken").mkdir()
+    for i in range(3):
+        (tmp / "broken" / f"{i}.png").write_text("not a png")
+    (tmp / "masks3").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp / "masks3" / f"{i}.png")
+    Image.fromarray(np.zeros((5, 8), np.uint8)).save(tmp / "small_mask.png")
+    return {
+        "missing": (lambda: io.read_video(tmp / "nope.mp4"), "nope.mp4"),
+        "text renamed .mp4": (lambda: io.read_video(tmp / "text.mp4"), "text.mp4"),
+        "truncated mp4": (lambda: io.probe(tmp / "trunc.mp4"), "trunc.mp4"),
+        "truncated faststart mp4": (lambda: io.read_video(tmp / "faststart.mp4"), "faststart.mp4"),
+        "empty folder": (lambda: io.probe(tmp / "empty_dir"), "empty_dir"),
+        "two frames": (lambda: io.read_video(tmp / "two.mp4"), "two.mp4"),
+        "absurd size": (lambda: io.probe(tmp / "huge"), "0.png"),
+        "unreadable frame": (lambda: io.read_video(tmp / "broken"), "0.png"),
+        "window outside": (lambda: list(io.iter_frames(tmp / "ok", 2, 5)), "ok"),
+        "mask count": (lambda: io.read_masks(tmp / "masks3", 4, 6, 8), "masks3"),
+        "mask folder size": (lambda: io.read_masks(tmp / "masks3", 3, 7, 8), "0.png"),
+        "single mask size": (lambda: io.read_masks(tmp / "small_mask.png", 3, 6, 8), "small_mask.png"),
+        "mask not an image": (lambda: io.read_masks(tmp / "text.mp4", 3, 6, 8), "text.mp4"),
+        "missing masks": (lambda: io.read_masks(tmp / "nomasks", 3, 6, 8), "nomasks"),
+    }
+
+
+def test_bad_inputs_raise_one_line_data_errors(tmp_path: Path) -> None:
+    cases = _bad_cases(tmp_path)
+    for name, (call, fname) in cases.items():
+        with pytest.raises(DataError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg, name
+        assert fname in msg, f"{name}: {msg}"
+        assert err.value.__cause__ is None, name  # no chained FFmpeg traceback
+    assert "8x5" in str(pytest.raises(DataError, cases["single mask size"][0]).value)
+    assert "8200" in str(pytest.raises(DataError, cases["absurd size"][0]).value)
+    assert "4 frames" in str(pytest.raises(DataError, cases["mask count"][0]).value)
+
+
+def test_data_error_is_raised_before_decoding(tmp_path: Path) -> None:
+    """iter_frames validates the window eagerly, not at the first next()."""
+    io.write_frames(tmp_path / "ok", smooth_frames(3, 6, 8))
+    with pytest.raises(DataError):
+        io.iter_frames(tmp_path / "ok", 0, 4)
+
+
+def test_overwritten_file_is_reprobed(tmp_path: Path) -> None:
+    path = tmp_path / "v.mp4"
+    io.write_video(path, smooth_frames(4, 16, 16), fps=24)
+    assert io.probe(path).frames == 4
+    io.write_video(path, smooth_frames(6, 16, 16), fps=24)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # guard against coarse mtime
+    assert io.probe(path).frames == 6
+
+
+def test_natural_key_orders_numbers_by_value() -> None:
+    names = ["f10.png", "F2.png", "f1.png", "f²x.png", "f٣.png"]  # non-ASCII digits sort as text
+    assert sorted(names, key=io.natural_key)[:3] == ["f1.png", "F2.png", "f10.png"]
