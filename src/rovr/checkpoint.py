@@ -20,6 +20,9 @@ def _atomic_replace(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; results are meant to be shared
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -45,7 +48,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     path = Path(path)
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"refusing to save '{path}': tensor '{name}' holds NaN/inf (training diverged)")
+            raise CheckpointError(
+                f"refusing to save '{path}': tensor '{name}' holds NaN/inf (training diverged)"
+            )
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     _atomic_replace(path, lambda p: save_file(flat, str(p)))
     atomic_write_json(path.with_suffix(".json"), meta)
@@ -56,19 +61,27 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist; train that stage first or pass another path")
+        raise CheckpointError(
+            f"checkpoint '{path}' does not exist; train that stage first or pass another path"
+        )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated ({e}); delete it and re-run the stage") from None
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or truncated ({e}); delete it and re-run the stage"
+        ) from None
     try:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"checkpoint metadata '{meta_path}' is corrupt; delete the checkpoint and re-run") from None
+        raise CheckpointError(
+            f"checkpoint metadata '{meta_path}' is corrupt; delete the checkpoint and re-run"
+        ) from None
     return tensors, meta
 
 
-def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str | Path) -> None:
+def load_state(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str | Path
+) -> None:
     """Load ``prefix``-ed entries of ``tensors`` into ``module``; a shape/key mismatch is a one-line error."""
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = module.state_dict()
@@ -76,7 +89,9 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix
     unexpected = sorted(set(sd) - set(own))
     bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad:
-        what = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "")
+        what = (f"missing {missing[:3]}" if missing else "") + (
+            f" unexpected {unexpected[:3]}" if unexpected else ""
+        )
         what += f" shape mismatch in {bad[:3]}" if bad else ""
         raise CheckpointError(
             f"checkpoint '{source}' does not fit this model ({what.strip()}); it was made with another "
@@ -88,3 +103,37 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix
 def state_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     """The module's state dict with ``prefix`` added to every key."""
     return {prefix + k: v for k, v in module.state_dict().items()}
+
+
+def optimizer_tensors(
+    opt: torch.optim.Optimizer, prefix: str = "opt."
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer's state into tensors (for safetensors) and JSON-able metadata."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    state_meta: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}{pid}.{name}"] = value
+            else:
+                state_meta.setdefault(str(pid), {})[name] = value
+    return tensors, {
+        "param_groups": sd["param_groups"],
+        "scalars": state_meta,
+        "ids": [str(p) for p in sd["state"]],
+    }
+
+
+def load_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "opt."
+) -> None:
+    """Restore an optimizer saved with :func:`optimizer_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, name = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, scalars in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(scalars)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -4,49 +4,350 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
 
 from rovr import __version__
+from rovr.config import RunConfig, load_config
 from rovr.errors import RovrError
 
-Handler = Callable[[argparse.Namespace], int]
+log = logging.getLogger("rovr")
+
+#: The real clips shipped beside the project (``../shared/data/real``), evaluated by the demo if present.
+DEFAULT_EVAL_DATA = Path("..") / "shared" / "data" / "real"
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set ppg.iterations=10 (repeatable)")
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped with the package (``demo`` or ``paper``)."""
+    return Path(str(resources.files("rovr") / "configs" / f"{name}.yaml"))
+
+
+def _config(args: argparse.Namespace, default: str | None = None, extra: Sequence[str] = ()) -> RunConfig:
+    path = args.config or (packaged_config(default) if default else None)
+    overrides = list(extra) + list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"data.source={args.data}")
+    if getattr(args, "device", None):
+        overrides.append(f"device={args.device}")
+    return load_config(path, overrides)
+
+
+def _add_config_args(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--config", help="YAML config file (default: the packaged demo config; see configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set ppg.iterations=10 (repeatable)",
+    )
+    if data:
+        p.add_argument(
+            "--data",
+            help="folder of videos / frame folders to train on (default: the embedded synthetic set)",
+        )
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: the config's, cpu)")
+
+
+def _out(args: argparse.Namespace, cfg: RunConfig) -> Path:
+    return Path(args.out) if args.out else Path("runs") / cfg.name
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rovr.evaluate import evaluate_run, markdown_table1, markdown_table2
+    from rovr.pipeline import train_all
+
+    extra = QUICK if args.quick else []
+    cfg = _config(args, "demo", extra)
+    out = Path(args.out)
+    started = time.time()
+    _print_oracle_stats(cfg, out)
+    res = train_all(cfg, out, progress=not args.no_progress, restart=args.restart)
+    ev = evaluate_run(res.run.root, out, cfg=cfg, timing=res.timing)
+    print("\nTable 1 — Γ with oracle conditioning (held-out clips)\n")
+    print(markdown_table1(ev.report["table1"]))
+    print("\nTable 2 — conditioning policies (held-out clips)\n")
+    print(markdown_table2(ev.report["table2"]))
+    eval_dirs = [Path(d) for d in args.eval_data] or (
+        [DEFAULT_EVAL_DATA] if DEFAULT_EVAL_DATA.is_dir() else []
+    )
+    for folder in eval_dirs:
+        sub = out / f"eval_{folder.name}"
+        ev2 = evaluate_run(res.run.root, sub, cfg=cfg, data=folder)
+        print(f"\nTable 2 on {folder} (all videos, our masks)\n")
+        print(markdown_table2(ev2.report["table2"]))
+        print(f"report: {sub / 'report.html'}")
+    print(f"\nreport: {out / 'report.html'}   ({time.time() - started:.0f} s in all)")
+    return 0
+
+
+#: ``rovr demo --quick``: the whole pipeline at toy size, in seconds (tests use it).
+QUICK = [
+    "data.num_videos=6",
+    "data.size=32",
+    "data.frames=8",
+    "local.base_channels=8",
+    "local.depth=2",
+    "policy.channels=8",
+    "policy.hidden=32",
+    "policy.cell=16",
+    "pretrain.steps=20",
+    "pretrain.batch_size=4",
+    "imitation.steps=10",
+    "ppg.iterations=2",
+    "ppg.n_pi=2",
+    "ppg.episodes_per_iter=2",
+    "ppg.minibatch=8",
+    "eval.seeds=1",
+    "corruption.max_valid_pairs=6",
+]
+
+
+def _print_oracle_stats(cfg: RunConfig, out: Path) -> None:
+    """Issue-2 view of the data: the corruption's oracle statistics and a Fig. 1 of masked frames."""
+    import numpy as np
+
+    from rovr.report import fig1_masked
+    from rovr.train.common import corrupted_clips
+
+    clips = corrupted_clips(cfg, "train", seed=0, limit=8)
+    if not clips:
+        return
+    nv = np.concatenate([c.oracle.num_valid() for c in clips])
+    area = np.mean([c.masks.mean() for c in clips])
+    t_ = cfg.data.frames
+    print(
+        f"data: {cfg.data.source}, clips of {t_} frames at {cfg.data.size}x{cfg.data.size}; "
+        f"holes cover {100 * area:.0f}% of a frame; valid pairs per target: "
+        f"min {nv.min()}, mean {nv.mean():.1f}, max {nv.max()} of {(t_ - 1) * (t_ - 2) // 2}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    fig1_masked(clips[0], [0, t_ // 2, t_ - 1], out / "fig1_masked.png")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rovr.pipeline import ablations, train_all
+
+    cfg = _config(args, "demo")
+    extra = ablations(cfg)[1:] if args.ablations else []
+    res = train_all(cfg, _out(args, cfg), progress=not args.no_progress, restart=args.restart, policies=extra)
+    for stage, secs in res.timing.items():
+        print(f"{stage}: {secs:.0f} s")
+    print(
+        f"run: {res.run.root}  (next: rovr evaluate --checkpoint {res.run.root} --out {res.run.root / 'eval'})"
+    )
+    return 0
+
+
+def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from rovr.pipeline import run_stage
+        from rovr.train.common import prepare_run
+
+        cfg = _config(args, "demo")
+        run = prepare_run(cfg, _out(args, cfg))
+        path = run_stage(cfg, run, stage, progress=not args.no_progress)
+        print(f"{stage}: saved {path}")
+        return 0
+
+    return handler
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rovr.evaluate import evaluate_run, markdown_table1, markdown_table2
+
+    ev = evaluate_run(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        seeds=args.seeds,
+        max_clips=args.max_clips,
+        brute_force=False if args.no_brute_force else None,
+    )
+    print(markdown_table1(ev.report["table1"]))
+    print()
+    print(markdown_table2(ev.report["table2"]))
+    print(f"\nreport: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from rovr.restore import restore_video
+    from rovr.video.io import probe
+
+    video, masks, out = Path(args.video), Path(args.masks), Path(args.output)
+    total = probe(video).frames
+    with tqdm(total=total, unit="frame", desc="restore", disable=args.no_progress, dynamic_ncols=True) as bar:
+        res = restore_video(
+            video,
+            masks,
+            out,
+            Path(args.checkpoint),
+            policy=args.policy,
+            report=Path(args.report) if args.report else None,
+            dilate=args.dilate,
+            on_frames=bar.update,
+        )
+    print(
+        f"restored {res.frames} frames in {res.seconds:.1f} s ({res.frames / max(res.seconds, 1e-9):.1f} frames/s) "
+        f"with policy {res.policy}: {out}"
+    )
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from rovr.evaluate import markdown_table2
+    from rovr.pipeline import reproduce_table2
+
+    cfg = _config(args, "demo")
+    report = reproduce_table2(
+        cfg, Path(args.out), seeds=args.seeds, progress=not args.no_progress, data=args.eval_data
+    )
+    print(markdown_table2(report["table2"]))
+    print(f"\nreport: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rovr", description="ROVR: Reinforcement Optimized Video Reconstruction (video in-painting with a learned choice of conditioning frames)."
+        prog="rovr",
+        description="ROVR: Reinforcement Optimized Video Reconstruction — video in-painting with a learned choice of conditioning frames.",
     )
     parser.add_argument("--version", action="version", version=f"rovr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for register in _REGISTRY:
-        register(sub)
+
+    def add(
+        name: str, help: str, handler: Callable[[argparse.Namespace], int], progress: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        if progress:
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        return p
+
+    p = add(
+        "demo",
+        "the whole pipeline on the embedded data at 64x64 (minutes on a laptop CPU), ending in runs/demo/report.html",
+        cmd_demo,
+    )
+    _add_config_args(p)
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument(
+        "--eval-data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also evaluate on this folder of videos (default: ../shared/data/real if present)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="toy sizes: the whole pipeline in seconds (for tests)"
+    )
+    p.add_argument("--restart", action="store_true", help="redo finished stages instead of skipping them")
+
+    p = add("train", "all three training stages in order: pretrain-local, imitate, train-policy", cmd_train)
+    _add_config_args(p)
+    p.add_argument("--out", help="run folder (default: runs/<name>)")
+    p.add_argument("--restart", action="store_true", help="redo finished stages instead of skipping them")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also train the paper's other PPG runs (flow+cold, noflow+warm)",
+    )
+
+    for stage, help in (
+        ("pretrain-local", "stage 1: pretrain the local network Γ on random pairs (§6.1)"),
+        ("imitate", "stage 2: imitation warm start of the policy from the oracle (§6.2)"),
+        ("train-policy", "stage 3: phasic policy gradient (§6.3); torchrun-ready"),
+    ):
+        p = add(stage, help, _stage(stage))
+        _add_config_args(p)
+        p.add_argument("--out", help="run folder (default: runs/<name>)")
+
+    p = add(
+        "evaluate",
+        "Table 1 and Table 2 of a trained run on any data → report.json, report.md, report.html",
+        cmd_evaluate,
+        progress=False,
+    )
+    p.add_argument(
+        "--checkpoint", required=True, metavar="RUN", help="run folder of `rovr train` / `rovr demo`"
+    )
+    p.add_argument("--data", help="folder of videos to evaluate on (default: the run's held-out test split)")
+    p.add_argument("--out", required=True, help="folder for the report")
+    p.add_argument("--seeds", type=int, help="corruption seeds (default: the run's eval.seeds)")
+    p.add_argument("--max-clips", type=int, help="evaluate at most this many clips per seed")
+    p.add_argument("--no-brute-force", action="store_true", help="skip the (slow) brute-force row")
+
+    p = add("restore", "in-paint the masked regions of your own video with a trained run", cmd_restore)
+    p.add_argument("video", help="input video file or folder of frames")
+    p.add_argument(
+        "--masks", required=True, help="folder of per-frame mask PNGs (non-zero = hole) or one mask image"
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="output .mp4 (same size and frame rate as the input)"
+    )
+    p.add_argument(
+        "--checkpoint", default="runs/demo", metavar="RUN", help="trained run folder (default: runs/demo)"
+    )
+    p.add_argument(
+        "--policy", help="policy of the run to use, or a baseline (sequential, stride, oracle_best, ...)"
+    )
+    p.add_argument("--report", help="write which frames conditioned each frame to this JSON file")
+    p.add_argument(
+        "--dilate", type=int, default=0, help="grow the masks by this many pixels first (default 0)"
+    )
+
+    p = add(
+        "reproduce",
+        "reproduce Table 2: the three PPG ablations x N training seeds, then evaluation (hours on CPU)",
+        cmd_reproduce,
+    )
+    p.add_argument("what", choices=["table2"])
+    _add_config_args(p)
+    p.add_argument("--out", default="runs/table2", help="output folder (default: runs/table2)")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
+    p.add_argument("--eval-data", help="evaluate on this folder instead of the held-out split")
     return parser
-
-
-_REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for noisy in ("matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except RovrError as e:
         print(f"rovr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rovr: interrupted; finished checkpoints are kept, nothing half-written was left", file=sys.stderr)
+        print(
+            "rovr: interrupted; finished checkpoints are kept and a rerun resumes, nothing half-written was left",
+            file=sys.stderr,
+        )
         return 130
+    except BrokenPipeError:
+        os._exit(0)
+    except OSError as e:  # a file system refusal (permissions, disk full) the layers above did not name
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"rovr: error: {e.strerror or e}{where}; check the path and its permissions", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ class DataConfig:
         for k in ("val_fraction", "test_fraction"):
             v = getattr(self, k)
             check(0.0 <= v < 1.0, f"data.{k}", f"must be in [0, 1) (got {v})")
-        check(self.val_fraction + self.test_fraction < 1.0, "data", "val_fraction + test_fraction must be < 1")
+        check(
+            self.val_fraction + self.test_fraction < 1.0, "data", "val_fraction + test_fraction must be < 1"
+        )
 
 
 @dataclass
@@ -80,10 +82,16 @@ class CorruptionConfig:
     def __post_init__(self) -> None:
         check(1 <= self.rects <= self.regions, "corruption.rects", "must be in [1, corruption.regions]")
         check(self.regions <= 16, "corruption.regions", f"must be <= 16 (got {self.regions})")
-        check(0.0 < self.min_area <= self.max_area < 1.0, "corruption.min_area/max_area",
-              "must satisfy 0 < min_area <= max_area < 1")
-        check(0 <= self.min_valid_pairs <= self.max_valid_pairs, "corruption.min_valid_pairs",
-              "must be <= corruption.max_valid_pairs")
+        check(
+            0.0 < self.min_area <= self.max_area < 1.0,
+            "corruption.min_area/max_area",
+            "must satisfy 0 < min_area <= max_area < 1",
+        )
+        check(
+            0 <= self.min_valid_pairs <= self.max_valid_pairs,
+            "corruption.min_valid_pairs",
+            "must be <= corruption.max_valid_pairs",
+        )
         check(self.max_tries >= 1, "corruption.max_tries", "must be >= 1")
         for k in ("noise_std", "brightness", "blur_sigma"):
             check(getattr(self, k) >= 0.0, f"corruption.{k}", "must be >= 0")
@@ -91,9 +99,13 @@ class CorruptionConfig:
 
 @dataclass
 class MetricConfig:
-    perceptual: str = _f("auto", "'auto' (LPIPS-VGG if weights exist, else the weight-free fallback), 'lpips-vgg', or 'ssim'")
+    perceptual: str = _f(
+        "auto", "'auto' (LPIPS-VGG if weights exist, else the weight-free fallback), 'lpips-vgg', or 'ssim'"
+    )
     vgg_weights: str = _f("", "path to VGG16 ImageNet weights (.pth); empty = look in TORCH_HOME")
-    flow: str = _f("dis", "optical-flow backend: 'dis' (OpenCV, no weights) or 'raft' (torchvision RAFT-small)")
+    flow: str = _f(
+        "dis", "optical-flow backend: 'dis' (OpenCV, no weights) or 'raft' (torchvision RAFT-small)"
+    )
     raft_weights: str = _f("", "path to RAFT weights (.pth); empty = look in TORCH_HOME")
 
 
@@ -103,7 +115,10 @@ class PretrainConfig:
     batch_size: int = _f(16, "targets per step")
     lr: float = _f(2e-3, "Adam learning rate")
     lambda_max: float = _f(0.9, "final perceptual weight λ of Eq. 1 (grown exponentially from 0)")
-    lambda_rate: float = _f(-5.0, "shape of λ(s) = λ_max (1 - exp(-r s/S)) / (1 - exp(-r)); r < 0 grows exponentially (slow, then fast)")
+    lambda_rate: float = _f(
+        -5.0,
+        "shape of λ(s) = λ_max (1 - exp(-r s/S)) / (1 - exp(-r)); r < 0 grows exponentially (slow, then fast)",
+    )
     max_minutes: float = _f(0.0, "stop after this many minutes of training (0 = no limit)")
     checkpoint_every: int = _f(250, "save a checkpoint every this many steps")
 
@@ -119,7 +134,9 @@ class ImitationConfig:
     steps: int = _f(600, "optimizer steps of the imitation warm start (§6.2)")
     batch_size: int = _f(32, "states per step")
     lr: float = _f(1e-3, "Adam learning rate")
-    loss: Literal["bce", "listwise"] = _f("listwise", "'bce' (paper Eq. 2) or 'listwise' ranking over pairs (paper §8)")
+    loss: Literal["bce", "listwise"] = _f(
+        "listwise", "'bce' (paper Eq. 2) or 'listwise' ranking over pairs (paper §8)"
+    )
     max_minutes: float = _f(0.0, "stop after this many minutes (0 = no limit)")
 
     def __post_init__(self) -> None:
@@ -147,7 +164,9 @@ class PPGConfig:
     reward_scale: float = _f(10.0, "rewards are multiplied by this (the perceptual differences are small)")
     warm_start: bool = _f(True, "start from the imitation checkpoint (False = cold start)")
     train_local: bool = _f(False, "keep training Γ on L_R during rollouts (§6.3)")
-    logprob: Literal["exact", "geometric"] = _f("exact", "pair log-prob: exact Plackett-Luce, or the paper's geometric mean")
+    logprob: Literal["exact", "geometric"] = _f(
+        "exact", "pair log-prob: exact Plackett-Luce, or the paper's geometric mean"
+    )
     max_minutes: float = _f(0.0, "stop after this many minutes (0 = no limit)")
 
     def __post_init__(self) -> None:
@@ -188,8 +207,11 @@ class RunConfig:
     eval: EvalConfig = _f(EvalConfig(), "evaluation")
 
     def __post_init__(self) -> None:
-        check(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"), "device",
-              f"must be 'cpu' or 'cuda' (got '{self.device}')")
+        check(
+            self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
+            "device",
+            f"must be 'cpu' or 'cuda' (got '{self.device}')",
+        )
         check(2 <= self.k + 1 <= self.data.frames, "k", f"must be >= 1 and < data.frames (got {self.k})")
 
 
@@ -245,7 +267,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys here: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'; valid keys here: {', '.join(sorted(names))}"
+            )
     kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
     return cls(**kwargs)
 

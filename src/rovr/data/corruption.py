@@ -154,7 +154,9 @@ def region_grid(num_regions: int, height: int, width: int) -> list[tuple[int, in
     return [(ys[r], xs[c], ys[r + 1], xs[c + 1]) for r in range(rows) for c in range(cols)]
 
 
-def _draw_masks(cfg: CorruptionConfig, num_frames: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_masks(
+    cfg: CorruptionConfig, num_frames: int, h: int, w: int, rng: np.random.Generator
+) -> np.ndarray:
     """One draw of rectangle masks, bool (T, H, W); hole area within [min_area, max_area]."""
     regions = region_grid(cfg.regions, h, w)
     masks = np.zeros((num_frames, h, w), dtype=bool)
@@ -194,7 +196,10 @@ def rectangle_masks(cfg: CorruptionConfig, num_frames: int, height: int, width: 
             return masks
     log.warning(
         "no mask draw met %d-%d valid pairs per target for T=%d in %d tries; using the last one",
-        cfg.min_valid_pairs, cfg.max_valid_pairs, num_frames, cfg.max_tries,
+        cfg.min_valid_pairs,
+        cfg.max_valid_pairs,
+        num_frames,
+        cfg.max_tries,
     )
     return masks
 
@@ -220,7 +225,9 @@ def apply_masks(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def corrupt(frames: np.ndarray, cfg: CorruptionConfig, seed: int, masks: np.ndarray | None = None) -> Corrupted:
+def corrupt(
+    frames: np.ndarray, cfg: CorruptionConfig, seed: int, masks: np.ndarray | None = None
+) -> Corrupted:
     """Corrupt a clip: rectangle masks (or the given ``masks``), then the §8 degradations, then holes.
 
     ``frames`` uint8 (T, H, W, 3). Deterministic in ``seed``.

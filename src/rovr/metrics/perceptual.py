@@ -217,13 +217,23 @@ def find_vgg16_weights(cfg: MetricConfig, download: bool = True) -> tuple[Path |
     looked = f"metric.vgg_weights (unset), {hub}"
     if not download:
         return None, looked + " (download not attempted)"
+    if VGG16_URL in _FAILED_DOWNLOADS:  # tried once in this process already: do not wait on the network again
+        return None, f"{looked}, download from {VGG16_URL} ({_FAILED_DOWNLOADS[VGG16_URL]})"
     log.info("downloading VGG16 ImageNet weights from %s to %s", VGG16_URL, hub)
     try:
         _download(VGG16_URL, hub, _VGG16_SHA256_PREFIX)
     except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        _FAILED_DOWNLOADS[VGG16_URL] = str(reason)
         return None, f"{looked}, download from {VGG16_URL} ({reason})"
     return hub, f"{hub} (downloaded)"
+
+
+#: Fallback notices already given in this process.
+_NOTICES: set[str] = set()
+
+#: Downloads that failed in this process (url -> reason), so a run without network tries once.
+_FAILED_DOWNLOADS: dict[str, str] = {}
 
 
 def build_perceptual(
@@ -263,7 +273,9 @@ def build_perceptual(
                 f"put {VGG16_FILE} in {hub_vgg16_path().parent}, set metric.vgg_weights=PATH, "
                 "or set metric.perceptual=ssim"
             )
-        log.warning(
+        notice = log.warning if "vgg" not in _NOTICES else log.debug  # one notice line per process
+        _NOTICES.add("vgg")
+        notice(
             "VGG16 weights for LPIPS not found (looked at %s); using the weight-free perceptual fallback "
             "L_P = 1 - SSIM. For the paper's LPIPS-VGG put %s in %s or set metric.vgg_weights=PATH",
             looked,

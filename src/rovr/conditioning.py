@@ -1,0 +1,214 @@
+"""Conditioning policies behind one interface (:class:`Chooser`), all run by :func:`rovr.reconstruct.reconstruct`.
+
+Baselines of paper §7 and the usual choices of video in-painting systems:
+
+* ``sequential`` — t−1, t−2 (autoregressive, vid2vid); early targets take the nearest frames that exist.
+* ``random`` — a uniform pair of other frames.
+* ``stride`` — nearest neighbours plus strided global references (as STTN / E2FGVI pick them).
+* ``oracle_best`` / ``oracle_worst`` — highest / lowest coverage from the exact oracle (§4).
+* ``brute_force`` — the pair whose Γ output has the lowest L_P against the original: the ceiling
+  of any k-frame policy with this Γ (it peeks at the original; evaluation only).
+* learned policies (``imitation``, ``rovr_*``) through :class:`PolicyChooser`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from rovr.errors import RovrError
+
+if TYPE_CHECKING:
+    from rovr.reconstruct import Episodes
+
+
+class Chooser(Protocol):
+    """Picks k conditioning frames for the current target of every episode."""
+
+    name: str
+
+    def reset(self, episodes: Episodes) -> None: ...
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        """Frame indices (B, k), each != the target, distinct within a row."""
+        ...
+
+
+def _full(episodes: Episodes, row: list[int]) -> torch.Tensor:
+    return torch.tensor([row] * episodes.batch_size, dtype=torch.long, device=episodes.device)
+
+
+def nearest_frames(t: int, num_frames: int) -> list[int]:
+    """Frames other than t ordered by distance, earlier first on ties: t−1, t+1, t−2, t+2, ..."""
+    return sorted((i for i in range(num_frames) if i != t), key=lambda i: (abs(i - t), i > t))
+
+
+class Sequential:
+    """t−1, ..., t−k; targets near the start take the nearest later frames instead."""
+
+    name = "sequential"
+
+    def reset(self, episodes: Episodes) -> None:
+        pass
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        t, n, k = episodes.t, episodes.num_frames, episodes.k
+        prev = list(range(t - 1, max(-1, t - 1 - k), -1))
+        rest = [i for i in nearest_frames(t, n) if i > t][: k - len(prev)]
+        return _full(episodes, sorted(prev + rest))
+
+
+class Random:
+    """A uniformly random set of k frames other than the target (seeded)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, episodes: Episodes) -> None:
+        pass
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        t, n, k = episodes.t, episodes.num_frames, episodes.k
+        others = np.array([i for i in range(n) if i != t])
+        rows = [
+            sorted(self.rng.choice(others, size=k, replace=False).tolist())
+            for _ in range(episodes.batch_size)
+        ]
+        return torch.tensor(rows, dtype=torch.long, device=episodes.device)
+
+
+class Stride:
+    """ceil(k/2) nearest neighbours plus floor(k/2) global references every ``stride`` frames.
+
+    The references are the strided frames farthest from the target (most global context), as
+    STTN/E2FGVI combine local neighbours with non-local reference frames.
+    """
+
+    name = "stride"
+
+    def __init__(self, stride: int = 5) -> None:
+        self.stride = stride
+
+    def reset(self, episodes: Episodes) -> None:
+        pass
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        t, n, k = episodes.t, episodes.num_frames, episodes.k
+        n_local = (k + 1) // 2
+        local = nearest_frames(t, n)[:n_local]
+        refs = [i for i in range(0, n, self.stride) if i != t and i not in local]
+        refs = sorted(refs, key=lambda i: -abs(i - t))[: k - n_local]
+        fill = [i for i in nearest_frames(t, n) if i not in local and i not in refs]
+        return _full(episodes, sorted(local + refs + fill[: k - n_local - len(refs)]))
+
+
+class Oracle:
+    """Best (or worst) pair by the exact coverage oracle; for k ≠ 2, greedy by coverage gain."""
+
+    def __init__(self, best: bool = True) -> None:
+        self.best = best
+        self.name = "oracle_best" if best else "oracle_worst"
+
+    def reset(self, episodes: Episodes) -> None:
+        pass
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        t = episodes.t
+        if episodes.k == 2:
+            rows = [
+                list(c.oracle.best_pair(t) if self.best else c.oracle.worst_pair(t)) for c in episodes.clips
+            ]
+        else:
+            rows = [self._greedy(c.masks, t, episodes.k) for c in episodes.clips]
+        return torch.tensor(rows, dtype=torch.long, device=episodes.device)
+
+    def _greedy(self, masks: np.ndarray, t: int, k: int) -> list[int]:
+        hidden = masks[t].copy()  # target holes not yet revealed
+        chosen: list[int] = []
+        for _ in range(k):
+            cand = [i for i in nearest_frames(t, masks.shape[0]) if i not in chosen]
+            still = [int((hidden & masks[i]).sum()) for i in cand]
+            pick = cand[int(np.argmin(still) if self.best else np.argmax(still))]
+            chosen.append(pick)
+            hidden &= masks[pick]
+        return sorted(chosen)
+
+
+class BruteForce:
+    """For each target, every set of k frames through Γ; keep the one with the lowest L_P (peeks at X)."""
+
+    name = "brute_force"
+
+    def __init__(self, chunk: int = 256) -> None:
+        self.chunk = chunk
+
+    def reset(self, episodes: Episodes) -> None:
+        pass
+
+    @torch.no_grad()
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        t, n, k, dev = episodes.t, episodes.num_frames, episodes.k, episodes.device
+        if episodes.perceptual is None:
+            raise RovrError(
+                "brute_force needs the original video to score pairs; it is an evaluation-only baseline"
+            )
+        metric = episodes.perceptual
+        combos = torch.tensor(list(itertools.combinations([i for i in range(n) if i != t], k)), device=dev)
+        best = torch.zeros(episodes.batch_size, k, dtype=torch.long, device=dev)
+        for b in range(episodes.batch_size):
+            scores = []
+            for start in range(0, len(combos), self.chunk):
+                pairs = combos[start : start + self.chunk]
+                rows = torch.full((len(pairs),), b, dtype=torch.long, device=dev)
+                x_hat = episodes.rebuild(pairs, rows)
+                target = episodes.original[b, t].expand_as(x_hat)
+                scores.append(metric(x_hat, target))
+            best[b] = combos[int(torch.cat(scores).argmin())]
+        return best
+
+
+class PolicyChooser:
+    """A learned actor (paper §5.2.1): greedy top-k of its logits, or a Gumbel top-k sample."""
+
+    def __init__(
+        self, actor: torch.nn.Module, name: str, sample: bool = False, tau: float = 0.7, seed: int = 0
+    ) -> None:
+        self.actor, self.name, self.sample, self.tau = actor, name, sample, tau
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reset(self, episodes: Episodes) -> None:
+        self.actor.eval()
+
+    @torch.no_grad()
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        from rovr.models.policy import check_logits, sample_topk
+
+        obs = episodes.observation()
+        logits = check_logits(self.actor(obs.video, obs.target, obs.t).logits)  # (B, T), -inf at t
+        if self.sample:
+            return sample_topk(logits, episodes.k, self.tau, generator=self.generator).sort(dim=1).values
+        return logits.topk(episodes.k, dim=1).indices.sort(dim=1).values
+
+
+BASELINES = ("sequential", "random", "stride", "oracle_best", "oracle_worst", "brute_force")
+
+
+def make_baseline(name: str, seed: int = 0) -> Chooser:
+    """A baseline chooser by its Table 2 name."""
+    table: dict[str, Chooser] = {
+        "sequential": Sequential(),
+        "random": Random(seed),
+        "stride": Stride(),
+        "oracle_best": Oracle(best=True),
+        "oracle_worst": Oracle(best=False),
+        "brute_force": BruteForce(),
+    }
+    if name not in table:
+        raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(BASELINES)}")
+    return table[name]

@@ -1,0 +1,954 @@
+"""Evaluation: Table 1 and Table 2 of the paper (§7) → ``report.json``, ``report.md`` (and figures).
+
+Every learned or baseline number comes from :func:`rovr.reconstruct.reconstruct` (the one loop), with
+a :class:`~rovr.conditioning.Chooser` plugged in:
+
+* **Table 1** (§7.1): Γ with the oracle's best, random, the oracle's worst and brute-force pairs;
+  per-frame L_P over every target of every clip (mean, std, 95 % CI) plus PSNR/SSIM over hole pixels.
+  Classical peers that use no Γ (OpenCV Telea in-painting of each frame; copying hole pixels from
+  the oracle's best pair) are reported beside it (``table1_peers``).
+* **Table 2** (§7.3): every policy over ``eval.seeds`` corruption seeds: L_P, flow recovery (Eq. 3),
+  PSNR and SSIM over hole pixels, the fraction of the random → brute-force gap closed, oracle
+  coverage of the chosen frames and the rate of fully covering choices; mean and std over seeds.
+
+:func:`evaluate_run` ties it together for ``rovr evaluate``; figures and HTML live in
+:mod:`rovr.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+
+from rovr.checkpoint import atomic_write_json, atomic_write_text
+from rovr.conditioning import Chooser, make_baseline
+from rovr.data.corruption import Corrupted
+from rovr.errors import DataError, RovrError
+from rovr.metrics.image import psnr, ssim
+from rovr.reconstruct import Episodes, reconstruct, to_tensor, to_uint8
+
+if TYPE_CHECKING:
+    from rovr.config import RunConfig
+    from rovr.metrics.flow import FlowBackend
+    from rovr.metrics.perceptual import PerceptualMetric
+    from rovr.models.local import LocalNet
+
+log = logging.getLogger(__name__)
+
+TABLE1_POLICIES: dict[str, str] = {
+    "best": "oracle_best",
+    "random": "random",
+    "worst": "oracle_worst",
+    "brute_force": "brute_force",
+}
+"""Table 1 row name → the baseline chooser that produces it."""
+LEARNED_POLICIES = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
+"""Learned policies a full run trains (``policy_<name>.safetensors`` in the run folder)."""
+TABLE2_BASELINES = ("sequential", "random", "stride", "oracle_best", "brute_force")
+TABLE2_ORDER = LEARNED_POLICIES + TABLE2_BASELINES
+"""Row order of Table 2 (DESIGN.md names); other names follow in the order given."""
+TABLE2_METRICS = ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed", "coverage", "valid_rate")
+"""Per-seed metrics of a Table 2 row; each gets a ``<name>_std`` field (std over seeds)."""
+PEERS = ("cv2_inpaint", "copy_best_pair")
+"""Classical, non-learned peers reported beside Table 1."""
+FALLBACK_PERCEPTUAL = "ssim"
+"""Name of the weight-free perceptual backend (L_P = 1 − SSIM), see :mod:`rovr.metrics.perceptual`."""
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample std (ddof = 1), half width of the 95 % CI of the mean, and count of finite values."""
+
+    mean: float
+    std: float
+    ci95: float
+    n: int
+
+
+def summarize(values: np.ndarray | Sequence[float]) -> Summary:
+    """Summary of the finite entries of ``values`` (any shape).
+
+    ``ci95`` = t_{0.975, n−1} · std / √n (Student t). With one value the std is 0 and the CI is NaN;
+    with none, everything is NaN.
+    """
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return Summary(math.nan, math.nan, math.nan, 0)
+    mean = float(v.mean())
+    if n == 1:
+        return Summary(mean, 0.0, math.nan, 1)
+    std = float(v.std(ddof=1))
+    return Summary(mean, std, float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n), n)
+
+
+def gap_closed(loss_random: float, loss_policy: float, loss_brute_force: float) -> float:
+    """(L_random − L_policy) / (L_random − L_brute_force): 0 = random, 1 = brute force; NaN if the gap is 0."""
+    gap = loss_random - loss_brute_force
+    if not math.isfinite(gap) or abs(gap) < 1e-12:
+        return math.nan
+    return (loss_random - loss_policy) / gap
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+# ----------------------------------------------------------------------------- running one policy
+
+
+@dataclass
+class PolicyRun:
+    """One conditioning policy run over B clips (batches concatenated)."""
+
+    name: str
+    choices: np.ndarray  # (B, T, k) conditioning frames of every target
+    loss: np.ndarray  # (B, T) L_P(x̂_t, x_t)
+    coverage: np.ndarray  # (B, T) oracle coverage of the chosen frames
+    hole_psnr: np.ndarray  # (B, T) PSNR over hole pixels, NaN for a frame without holes
+    hole_ssim: np.ndarray  # (B, T) SSIM over hole pixels, NaN for a frame without holes
+    flow_recovery: np.ndarray | None  # (B,) Eq. 3, None without a flow backend
+    sample: np.ndarray  # uint8 (T, H, W, 3): the reconstruction of the first clip
+
+
+def hole_metrics(
+    video: torch.Tensor, original: torch.Tensor, masks: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """PSNR and SSIM over hole pixels of each frame: videos (B, T, 3, H, W), masks (B, T, H, W) → (B, T) × 2."""
+    b, t = masks.shape[:2]
+    x = video.flatten(0, 1).float()  # (B·T, 3, H, W)
+    y = original.flatten(0, 1).float().to(x.device)
+    m = masks.flatten(0, 1)[:, None].to(x.device)  # (B·T, 1, H, W)
+    p = psnr(x, y, mask=m).reshape(b, t).double().cpu().numpy()
+    s = ssim(x, y, mask=m).reshape(b, t).double().cpu().numpy()
+    return p, s
+
+
+@torch.no_grad()
+def run_policy(
+    clips: Sequence[Corrupted],
+    chooser: Chooser,
+    net: LocalNet,
+    perceptual: PerceptualMetric,
+    *,
+    k: int = 2,
+    cell: int = 32,
+    flow: FlowBackend | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+) -> PolicyRun:
+    """Run ``chooser`` through :func:`reconstruct` over ``clips`` in batches of ``batch_size``."""
+    if not clips:
+        raise RovrError("no clips to evaluate; give a data folder with at least one usable video")
+    parts: dict[str, list[np.ndarray]] = {
+        key: [] for key in ("choices", "loss", "coverage", "psnr", "ssim", "flow")
+    }
+    sample: np.ndarray | None = None
+    for start in range(0, len(clips), batch_size):
+        episodes = Episodes(
+            clips[start : start + batch_size], net, perceptual, k=k, cell=cell, flow=flow, device=device
+        )
+        rec = reconstruct(episodes, chooser)
+        hp, hs = hole_metrics(rec.video, episodes.original, episodes.masks)
+        parts["choices"].append(rec.choices)
+        parts["loss"].append(rec.loss)
+        parts["coverage"].append(rec.coverage)
+        parts["psnr"].append(hp)
+        parts["ssim"].append(hs)
+        if rec.flow_recovery is not None:
+            parts["flow"].append(rec.flow_recovery)
+        if sample is None:
+            sample = to_uint8(rec.video[0])
+    assert sample is not None
+    return PolicyRun(
+        name=chooser.name,
+        choices=np.concatenate(parts["choices"]),
+        loss=np.concatenate(parts["loss"]),
+        coverage=np.concatenate(parts["coverage"]),
+        hole_psnr=np.concatenate(parts["psnr"]),
+        hole_ssim=np.concatenate(parts["ssim"]),
+        flow_recovery=np.concatenate(parts["flow"]) if parts["flow"] else None,
+        sample=sample,
+    )
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def _table1_row(
+    policy: str, loss: np.ndarray, hole_psnr: np.ndarray, hole_ssim: np.ndarray
+) -> dict[str, Any]:
+    s = summarize(loss)
+    return {
+        "policy": policy,
+        "loss_mean": s.mean,
+        "loss_std": s.std,
+        "n_frames": s.n,
+        "ci95": s.ci95,
+        "hole_psnr": _finite_mean(hole_psnr),
+        "hole_ssim": _finite_mean(hole_ssim),
+    }
+
+
+def table1(
+    clips: Sequence[Corrupted],
+    net: LocalNet,
+    perceptual: PerceptualMetric,
+    k: int = 2,
+    seed: int = 0,
+    brute_force: bool = True,
+    device: torch.device | str = "cpu",
+    *,
+    cell: int = 32,
+    runs: Mapping[str, PolicyRun] | None = None,
+) -> list[dict[str, Any]]:
+    """Table 1 (§7.1): Γ with best / random / worst (/ brute-force) conditioning frames.
+
+    Rows: ``policy`` (best, random, worst, brute_force), ``loss_mean``, ``loss_std`` (per-frame L_P over
+    all targets of all clips), ``n_frames``, ``ci95`` (half width of the 95 % CI of the mean),
+    ``hole_psnr``, ``hole_ssim`` (over hole pixels, mean over frames). ``runs`` maps chooser names
+    (``oracle_best``, ``random``, ...) to runs over these same clips to reuse instead of re-running.
+    """
+    rows = []
+    for row, chooser_name in TABLE1_POLICIES.items():
+        if chooser_name == "brute_force" and not brute_force:
+            continue
+        run = (runs or {}).get(chooser_name)
+        if run is None:
+            chooser = make_baseline(chooser_name, seed)
+            run = run_policy(clips, chooser, net, perceptual, k=k, cell=cell, device=device)
+        rows.append(_table1_row(row, run.loss, run.hole_psnr, run.hole_ssim))
+    return rows
+
+
+def telea_inpaint(clip: Corrupted, radius: int = 3) -> np.ndarray:
+    """OpenCV Telea in-painting of every corrupted frame with its own mask, alone. uint8 (T, H, W, 3)."""
+    return np.stack(
+        [
+            cv2.inpaint(f, m.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+            for f, m in zip(clip.frames, clip.masks)
+        ]
+    )
+
+
+def copy_from_frames(clip: Corrupted, choices: np.ndarray) -> np.ndarray:
+    """Fill each hole pixel of target t from the first of ``choices[t]`` (T, k) that sees it. uint8 (T, H, W, 3).
+
+    Pixels hidden in every chosen frame keep their corrupted value; known pixels are unchanged.
+    """
+    out = clip.frames.copy()
+    for t, chosen in enumerate(choices):
+        todo = clip.masks[t].copy()  # (H, W) holes of t not yet filled
+        for i in chosen:
+            take = todo & ~clip.masks[i]
+            out[t][take] = clip.frames[i][take]
+            todo &= ~take
+    return out
+
+
+def best_pairs(clip: Corrupted) -> np.ndarray:
+    """The oracle's best pair of every target (§4). int64 (T, 2)."""
+    return np.array([clip.oracle.best_pair(t) for t in range(clip.frames.shape[0])], dtype=np.int64)
+
+
+@torch.no_grad()
+def table1_peers(
+    clips: Sequence[Corrupted], perceptual: PerceptualMetric, device: torch.device | str = "cpu"
+) -> list[dict[str, Any]]:
+    """Classical peers beside Table 1, no Γ and nothing learned; same fields as :func:`table1` rows.
+
+    ``cv2_inpaint``: OpenCV Telea in-painting of each corrupted frame with its mask (single frame).
+    ``copy_best_pair``: each hole pixel copied from the oracle's best pair (i, j), from i where i sees
+    it, else from j (:func:`copy_from_frames`).
+    """
+    methods: dict[str, Callable[[Corrupted], np.ndarray]] = {
+        "cv2_inpaint": telea_inpaint,
+        "copy_best_pair": lambda c: copy_from_frames(c, best_pairs(c)),
+    }
+    rows = []
+    for name, method in methods.items():
+        loss, hp, hs = [], [], []
+        for clip in clips:
+            x_hat = to_tensor(method(clip)).to(device)  # (T, 3, H, W)
+            x = to_tensor(clip.original).to(device)
+            loss.append(perceptual(x_hat, x).double().cpu().numpy())
+            p, s = hole_metrics(x_hat[None], x[None], torch.from_numpy(clip.masks)[None])
+            hp.append(p)
+            hs.append(s)
+        rows.append(_table1_row(name, np.stack(loss), np.concatenate(hp), np.concatenate(hs)))
+    return rows
+
+
+# ----------------------------------------------------------------------------- Table 2
+
+
+@dataclass
+class Table2Result:
+    """Table 2 rows plus what the figures need.
+
+    ``per_seed[name]``: one metrics dict per seed; ``runs[name]``: the run of the first seed (per-clip
+    choices (B, T, k) for the heat maps, the first clip's reconstruction for grids and videos);
+    ``sample_clip``: that first clip.
+    """
+
+    rows: list[dict[str, Any]]
+    per_seed: dict[str, list[dict[str, float]]]
+    runs: dict[str, PolicyRun]
+    sample_clip: Corrupted
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def choices(self) -> dict[str, np.ndarray]:
+        """Policy → chosen frames (B, T, k) of every clip of the first seed."""
+        return {name: run.choices for name, run in self.runs.items()}
+
+    @property
+    def samples(self) -> dict[str, np.ndarray]:
+        """Policy → uint8 (T, H, W, 3) reconstruction of the first clip of the first seed."""
+        return {name: run.sample for name, run in self.runs.items()}
+
+
+def _seed_metrics(run: PolicyRun) -> dict[str, float]:
+    flow = _finite_mean(run.flow_recovery) if run.flow_recovery is not None else math.nan
+    return {
+        "perceptual_loss": float(run.loss.mean()),
+        "flow_recovery": flow,
+        "psnr": _finite_mean(run.hole_psnr),
+        "ssim": _finite_mean(run.hole_ssim),
+        "coverage": float(run.coverage.mean()),
+        "valid_rate": float((run.coverage >= 1.0).mean()),
+        "gap_closed": math.nan,
+    }
+
+
+def ordered_policies(names: Sequence[str]) -> list[str]:
+    """``names`` in Table 2 order (:data:`TABLE2_ORDER`), unknown names after, as given."""
+    known = [n for n in TABLE2_ORDER if n in names]
+    return known + [n for n in names if n not in TABLE2_ORDER]
+
+
+def table2(
+    clips_by_seed: Mapping[int, Sequence[Corrupted]],
+    choosers: Mapping[str, Callable[[int], Chooser]],
+    net: LocalNet,
+    perceptual: PerceptualMetric,
+    flow: FlowBackend | None,
+    k: int = 2,
+    device: torch.device | str = "cpu",
+    *,
+    cell: int = 32,
+    batch_size: int = 8,
+) -> Table2Result:
+    """Table 2 (§7.3): every policy on the clips of every corruption seed.
+
+    ``choosers`` maps a Table 2 name to a factory taking the seed. Per seed, a policy gets: mean
+    per-frame L_P (``perceptual_loss``), mean flow recovery O (Eq. 3) of the clips, ``psnr`` and
+    ``ssim`` over hole pixels only (mean over frames), ``coverage`` (mean oracle coverage of the
+    chosen frames), ``valid_rate`` (fraction of targets whose chosen frames cover every hole pixel)
+    and ``gap_closed`` (needs ``random`` and ``brute_force`` among the choosers, else NaN). A row holds
+    the mean over seeds, ``<metric>_std`` (sample std over seeds; 0 with one seed) and ``seeds``.
+    Frames without holes (NaN hole PSNR/SSIM) and exactly restored holes (+inf PSNR) are left out of
+    the PSNR/SSIM means.
+    """
+    if not clips_by_seed:
+        raise RovrError("Table 2 needs at least one corruption seed")
+    names = ordered_policies(list(choosers))
+    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    runs: dict[str, PolicyRun] = {}
+    seeds = sorted(clips_by_seed)
+    for n, seed in enumerate(seeds):
+        clips = clips_by_seed[seed]
+        for name in names:
+            started = time.perf_counter()
+            run = run_policy(
+                clips,
+                choosers[name](seed),
+                net,
+                perceptual,
+                k=k,
+                cell=cell,
+                flow=flow,
+                device=device,
+                batch_size=batch_size,
+            )
+            log.info(
+                "table 2: %s, seed %d: L_P %.4f (%.1f s)",
+                name,
+                seed,
+                run.loss.mean(),
+                time.perf_counter() - started,
+            )
+            if n == 0:
+                runs[name] = run
+            per_seed[name].append(_seed_metrics(run))
+        if "random" in names and "brute_force" in names:
+            l_rand = per_seed["random"][-1]["perceptual_loss"]
+            l_bf = per_seed["brute_force"][-1]["perceptual_loss"]
+            for name in names:
+                m = per_seed[name][-1]
+                m["gap_closed"] = gap_closed(l_rand, m["perceptual_loss"], l_bf)
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"policy": name}
+        for metric in TABLE2_METRICS:
+            s = summarize([m[metric] for m in per_seed[name]])
+            row[metric], row[f"{metric}_std"] = s.mean, s.std
+        row["seeds"] = len(seeds)
+        row["clips"] = len(clips_by_seed[seeds[0]])
+        rows.append(row)
+    return Table2Result(rows, per_seed, runs, clips_by_seed[seeds[0]][0], seeds)
+
+
+# ----------------------------------------------------------------------------- report.json and Markdown
+
+TABLE1_KEYS = {"policy": str, "loss_mean": float, "loss_std": float, "n_frames": int}
+TABLE2_KEYS = {
+    "policy": str,
+    "perceptual_loss": float,
+    "flow_recovery": float,
+    "psnr": float,
+    "ssim": float,
+    "gap_closed": float,
+    "seeds": int,
+}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays → Python, NaN/inf → None, Paths → str."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def validate_report(report: Mapping[str, Any]) -> None:
+    """Raise ValueError unless ``report`` follows the report.json contract of DESIGN.md.
+
+    Number fields may be None (NaN in the evaluation, e.g. ``gap_closed`` without a brute-force row).
+    """
+    for key in ("metric", "table1", "table2", "timing"):
+        if key not in report:
+            raise ValueError(f"report.json lacks '{key}'")
+    metric = report["metric"]
+    if not (
+        isinstance(metric, Mapping) and all(isinstance(metric.get(m), str) for m in ("perceptual", "flow"))
+    ):
+        raise ValueError(f"report.json 'metric' must name the perceptual and flow backends, got {metric!r}")
+    for table, keys in (("table1", TABLE1_KEYS), ("table2", TABLE2_KEYS)):
+        if not isinstance(report[table], list):
+            raise ValueError(f"report.json '{table}' must be a list of rows")
+        for row in report[table]:
+            for key, tp in keys.items():
+                if not isinstance(row, Mapping) or key not in row:
+                    raise ValueError(f"report.json {table} row {row!r} lacks '{key}'")
+                value = row[key]
+                if tp is float:
+                    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+                else:
+                    ok = isinstance(value, tp) and not isinstance(value, bool)
+                if not ok:
+                    raise ValueError(f"report.json {table} row {row!r}: '{key}' must be {tp.__name__}")
+    for row in report["table1"]:
+        if row["policy"] not in TABLE1_POLICIES:
+            raise ValueError(
+                f"report.json table1 policy must be one of {list(TABLE1_POLICIES)}, got {row['policy']!r}"
+            )
+    timing = report["timing"]
+    if not (isinstance(timing, Mapping) and all(isinstance(v, (int, float)) for v in timing.values())):
+        raise ValueError(f"report.json 'timing' must map stages to seconds, got {timing!r}")
+
+
+def build_report(
+    metric: Mapping[str, str],
+    table1_rows: Sequence[Mapping[str, Any]],
+    table2_rows: Sequence[Mapping[str, Any]],
+    timing: Mapping[str, float],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report.json dict (DESIGN.md contract), JSON-clean (NaN → null) and validated; ``extra`` adds keys."""
+    report: dict[str, Any] = {
+        "metric": {"perceptual": str(metric["perceptual"]), "flow": str(metric["flow"])},
+        "table1": [dict(r) for r in table1_rows],
+        "table2": [dict(r) for r in table2_rows],
+        "timing": {str(k): float(v) for k, v in timing.items()},
+    }
+    for key, value in (extra or {}).items():
+        if key in report:
+            raise ValueError(f"extra report section '{key}' would overwrite a contract field")
+        report[key] = value
+    clean: dict[str, Any] = _jsonable(report)
+    validate_report(clean)
+    return clean
+
+
+def write_report_json(
+    path: str | Path,
+    metric: Mapping[str, str],
+    table1_rows: Sequence[Mapping[str, Any]],
+    table2_rows: Sequence[Mapping[str, Any]],
+    timing: Mapping[str, float],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write report.json atomically (see :func:`build_report`) and return what was written."""
+    report = build_report(metric, table1_rows, table2_rows, timing, extra)
+    atomic_write_json(Path(path), report)
+    return report
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _pm(mean: Any, std: Any, digits: int, show_std: bool = True) -> str:
+    if not show_std or _num(mean, digits) == "—":
+        return _num(mean, digits)
+    return f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def table1_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of Table 1 (or its peers), shared by Markdown and HTML."""
+    header = [
+        "Conditioning policy",
+        "L_P per frame (mean ± std)",
+        "95% CI ±",
+        "frames",
+        "hole PSNR (dB)",
+        "hole SSIM",
+    ]
+    cells = [
+        [
+            str(r["policy"]),
+            _pm(r.get("loss_mean"), r.get("loss_std"), 4),
+            _num(r.get("ci95"), 4),
+            str(r.get("n_frames", "")),
+            _num(r.get("hole_psnr"), 2),
+            _num(r.get("hole_ssim"), 4),
+        ]
+        for r in rows
+    ]
+    return header, cells
+
+
+def table2_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells (mean ± std over seeds) of Table 2, shared by Markdown and HTML."""
+    header = [
+        "Policy",
+        "L_P",
+        "flow recovery",
+        "hole PSNR (dB)",
+        "hole SSIM",
+        "gap closed",
+        "coverage",
+        "valid rate",
+        "seeds",
+    ]
+    digits = {"psnr": 2}
+    cells = []
+    for r in rows:
+        many = int(r.get("seeds") or 0) > 1
+        cells.append(
+            [str(r["policy"])]
+            + [_pm(r.get(m), r.get(f"{m}_std"), digits.get(m, 4), many) for m in TABLE2_METRICS]
+            + [str(r.get("seeds", ""))]
+        )
+    return header, cells
+
+
+def _markdown(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table1(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Table 1 as a Markdown table (L_P mean ± std per frame, CI, hole PSNR/SSIM)."""
+    return _markdown(*table1_cells(rows))
+
+
+def markdown_table2(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Table 2 as a Markdown table (mean ± std over seeds)."""
+    return _markdown(*table2_cells(rows))
+
+
+def metric_note(perceptual_name: str) -> str:
+    """One sentence on the perceptual backend, saying so when the weight-free fallback was used."""
+    if perceptual_name == FALLBACK_PERCEPTUAL:
+        return (
+            "L_P is the weight-free fallback 1 − SSIM (the VGG16 weights for the paper's LPIPS-VGG were not "
+            "available); its values are not comparable with LPIPS numbers."
+        )
+    return f"L_P is {perceptual_name} (paper Eq. 1, perceptual term)."
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    """The whole report.md: backends, Table 1 (+ peers), Table 2, missing policies, timing."""
+    metric = report["metric"]
+    parts = [
+        "# ROVR evaluation\n",
+        f"Perceptual metric: **{metric['perceptual']}**; optical flow: **{metric['flow']}**. "
+        + metric_note(metric["perceptual"])
+        + "\n",
+        "## Table 1 — Γ under different conditioning (per frame)\n",
+        markdown_table1(report["table1"]),
+    ]
+    if report.get("table1_peers"):
+        parts += ["\nClassical peers (no Γ, nothing learned):\n", markdown_table1(report["table1_peers"])]
+    parts += [
+        "\n## Table 2 — policies (mean ± std over seeds)\n",
+        "PSNR and SSIM are over hole pixels only. Gap closed: (L_random − L_policy) / (L_random − L_brute_force).\n",
+        markdown_table2(report["table2"]),
+    ]
+    policies = report.get("policies") or {}
+    if policies.get("missing"):
+        parts.append(f"\nNot in this run (not evaluated): {', '.join(policies['missing'])}.\n")
+    for name, why in (policies.get("unusable") or {}).items():
+        parts.append(f"\nSkipped `{name}`: {why}\n")
+    timing = report.get("timing") or {}
+    if timing:
+        parts.append("\n## Timing (s)\n\n" + "\n".join(f"- {k}: {v:.1f}" for k, v in timing.items()) + "\n")
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- combining runs
+
+
+def pool_table1_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One Table 1 row from rows of the same policy over disjoint frame sets (exact pooled mean/std/CI).
+
+    Pooled std: √(Σ[(n_i − 1) s_i² + n_i (m_i − m)²] / (N − 1)); hole PSNR/SSIM: frame-weighted means.
+    """
+    from scipy.stats import t as student_t
+
+    rows = [r for r in rows if r.get("loss_mean") is not None and int(r.get("n_frames") or 0) > 0]
+    if not rows:
+        raise ValueError("pool_table1_rows needs at least one row with frames")
+    n = np.array([int(r["n_frames"]) for r in rows], dtype=np.float64)
+    m = np.array([float(r["loss_mean"]) for r in rows])
+    s = np.array([float(r.get("loss_std") or 0.0) for r in rows])
+    total = float(n.sum())
+    mean = float((n * m).sum() / total)
+    std = math.sqrt(float(((n - 1) * s**2 + n * (m - mean) ** 2).sum()) / (total - 1)) if total > 1 else 0.0
+    ci = float(student_t.ppf(0.975, total - 1)) * std / math.sqrt(total) if total > 1 else math.nan
+
+    def weighted(key: str) -> float:
+        pairs = [(w, float(r[key])) for w, r in zip(n, rows) if r.get(key) is not None]
+        return sum(w * v for w, v in pairs) / sum(w for w, _ in pairs) if pairs else math.nan
+
+    return {
+        "policy": rows[0]["policy"],
+        "loss_mean": mean,
+        "loss_std": std,
+        "n_frames": int(total),
+        "ci95": ci,
+        "hole_psnr": weighted("hole_psnr"),
+        "hole_ssim": weighted("hole_ssim"),
+    }
+
+
+def combine_seed_reports(reports: Sequence[Mapping[str, Any]], out_dir: str | Path) -> dict[str, Any]:
+    """Combine the reports of runs trained with different seeds → ``out_dir``/report.json, .md, .html.
+
+    Table 2: per policy, mean and std over the runs of each run's (seed-averaged) metrics; ``seeds`` is
+    the number of runs that hold the policy. Table 1 and its peers: frames pooled over the runs
+    (:func:`pool_table1_rows`). Timing: summed per stage.
+    """
+    from rovr import report as figures
+
+    if not reports:
+        raise ValueError("combine_seed_reports needs at least one report")
+    metric = dict(reports[0]["metric"])
+    if any(dict(r["metric"]) != metric for r in reports):
+        raise ValueError("cannot combine reports made with different metric backends")
+
+    def pooled(key: str) -> list[dict[str, Any]]:
+        names = list(dict.fromkeys(row["policy"] for r in reports for row in r.get(key) or []))
+        return [
+            pool_table1_rows([row for r in reports for row in r.get(key) or [] if row["policy"] == name])
+            for name in names
+        ]
+
+    names = ordered_policies(list(dict.fromkeys(row["policy"] for r in reports for row in r["table2"])))
+    t2_rows = []
+    for name in names:
+        rows = [row for r in reports for row in r["table2"] if row["policy"] == name]
+        out_row: dict[str, Any] = {"policy": name}
+        for key in TABLE2_METRICS:
+            summary = summarize([row[key] if row.get(key) is not None else math.nan for row in rows])
+            out_row[key], out_row[f"{key}_std"] = summary.mean, summary.std
+        out_row["seeds"] = len(rows)
+        out_row["eval_seeds_per_run"] = int(rows[0].get("seeds") or 0)
+        t2_rows.append(out_row)
+    timing: dict[str, float] = {}
+    for r in reports:
+        for key, value in (r.get("timing") or {}).items():
+            timing[key] = timing.get(key, 0.0) + float(value)
+    missing = sorted({n for r in reports for n in (r.get("policies") or {}).get("missing", [])})
+    extra: dict[str, Any] = {
+        "table1_peers": pooled("table1_peers"),
+        "training_seeds": len(reports),
+        "policies": {"evaluated": names, "missing": missing, "unusable": {}},
+        "runs": [r.get("run") for r in reports],
+        "notes": [
+            metric_note(metric["perceptual"]),
+            "Table 2: mean ± std over training seeds; Table 1: frames pooled over the runs.",
+        ],
+        "config": reports[0].get("config") or {},
+    }
+    out = Path(out_dir)
+    report = write_report_json(out / "report.json", metric, pooled("table1"), t2_rows, timing, extra)
+    atomic_write_text(out / "report.md", markdown_report(report))
+    figures.write_html(out, report, {}, {}, report["config"])
+    return report
+
+
+# ----------------------------------------------------------------------------- rovr evaluate
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_run` wrote: the report dict and the paths under ``out_dir``."""
+
+    report: dict[str, Any]
+    out_dir: Path
+    files: dict[str, Path]
+
+
+def folder_clips(cfg: RunConfig, folder: str | Path, seed: int, limit: int = 0) -> list[Corrupted]:
+    """Corrupted clips of every video in ``folder``, whatever the train/val/test split would say.
+
+    Clips are cut and corrupted as in training (``cfg.data`` sizes, ``cfg.corruption``, seed per clip).
+    """
+    from rovr.train.common import corrupted_clips
+
+    data = dataclasses.replace(cfg.data, source=str(folder))
+    return corrupted_clips(dataclasses.replace(cfg, data=data), "all", seed, limit)
+
+
+def _same_source(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return (
+        a != "synthetic"
+        and b != "synthetic"
+        and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    )
+
+
+def evaluation_clips(
+    cfg: RunConfig, data: str | Path | None, seed: int, limit: int = 0
+) -> tuple[list[Corrupted], str]:
+    """Clips of one corruption seed and a description: the run's test split, or all of a user folder."""
+    from rovr.train.common import corrupted_clips
+
+    if data is None or _same_source(str(data), cfg.data.source):
+        return corrupted_clips(cfg, "test", seed, limit), f"{cfg.data.source} (test split)"
+    if not Path(data).expanduser().exists():
+        raise DataError(f"--data '{data}' does not exist; pass a folder of videos or frame folders")
+    return folder_clips(cfg, Path(data).expanduser(), seed, limit), f"{data} (all videos)"
+
+
+def _load_policies(
+    cfg: RunConfig, root: Path, device: torch.device
+) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """Every ``policy_<name>.safetensors`` in the run: (name → actor, name → why it could not be used)."""
+    from rovr.train.common import load_model
+
+    actors: dict[str, torch.nn.Module] = {}
+    unusable: dict[str, str] = {}
+    files = sorted(root.glob("policy_*.safetensors"))
+    if not files:
+        return actors, unusable
+    from rovr.models.policy import build_actor
+
+    for path in files:
+        name = path.name[len("policy_") : -len(".safetensors")]
+        actor = build_actor(cfg.policy, cfg.data.frames)
+        try:
+            load_model(path, actor, cfg, "rovr train")
+        except RovrError as e:
+            log.warning("skipping policy %s: %s", name, e)
+            unusable[name] = str(e)
+            continue
+        actors[name] = actor.to(device).eval()
+    return actors, unusable
+
+
+def _pick_targets(num_frames: int, count: int = 5) -> list[int]:
+    return sorted({int(round(x)) for x in np.linspace(0, num_frames - 1, min(count, num_frames))})
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    cfg: RunConfig | None = None,
+    data: str | Path | None = None,
+    seeds: int | None = None,
+    max_clips: int | None = None,
+    brute_force: bool | None = None,
+    timing: Mapping[str, float] | None = None,
+    video_fps: float = 4.0,
+) -> EvaluationResult:
+    """``rovr evaluate``: Table 1 and Table 2 of a trained run → report.json, report.md, figures, report.html.
+
+    Loads Γ (``local.safetensors``) and every ``policy_*.safetensors`` of ``run_dir``; learned policies
+    that are absent are listed in the report, not fatal. ``cfg`` defaults to the run's config.yaml;
+    ``data`` None (or the training source) means the run's test split, another folder means all of
+    its videos. ``seeds``/``max_clips``/``brute_force`` override ``cfg.eval``; ``timing`` (e.g. the
+    training stages) is merged into the report's timing.
+    """
+    from rovr.conditioning import PolicyChooser
+    from rovr.config import config_from_dict, read_yaml, to_dict
+    from rovr.metrics.flow import build_flow
+    from rovr.metrics.perceptual import build_perceptual
+    from rovr.models.local import LocalNet
+    from rovr.train.common import RunDir, load_model, read_metric_log, setup_torch
+
+    started = time.perf_counter()
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise RovrError(
+            f"run folder '{run.root}' does not exist; pass the --out folder of a `rovr train` run"
+        )
+    if not run.local.is_file():
+        raise RovrError(
+            f"run folder '{run.root}' has no local.safetensors; train Γ first with `rovr pretrain-local`"
+        )
+    if cfg is None:
+        if not run.config.is_file():
+            raise RovrError(f"run folder '{run.root}' has no config.yaml; it was not made by `rovr train`")
+        cfg = config_from_dict(read_yaml(run.config))
+    n_seeds = cfg.eval.seeds if seeds is None else seeds
+    limit = cfg.eval.max_clips if max_clips is None else max_clips
+    use_bf = cfg.eval.brute_force if brute_force is None else brute_force
+    out = Path(out_dir)
+    device = setup_torch(cfg)
+
+    net = LocalNet(cfg.local, cfg.k)
+    load_model(run.local, net, cfg, "rovr pretrain-local")
+    net.to(device).eval()
+    perceptual = build_perceptual(cfg.metric, device)
+    flow = build_flow(cfg.metric, device)
+    actors, unusable = _load_policies(cfg, run.root, device)
+    missing = [n for n in LEARNED_POLICIES if n not in actors and n not in unusable]
+    if missing:
+        log.info("policies not in %s: %s", run.root, ", ".join(missing))
+
+    clips_by_seed: dict[int, list[Corrupted]] = {}
+    source = ""
+    for seed in range(n_seeds):
+        clips_by_seed[seed], source = evaluation_clips(cfg, data, seed, limit)
+        if not clips_by_seed[seed]:
+            raise DataError(
+                f"no clips of {cfg.data.frames} frames in {source}; use longer videos or lower data.frames"
+            )
+    loaded = time.perf_counter()
+
+    def learned(actor: torch.nn.Module, name: str) -> Callable[[int], Chooser]:
+        return lambda seed: PolicyChooser(actor, name, seed=seed)
+
+    def baseline(name: str) -> Callable[[int], Chooser]:
+        return lambda seed: make_baseline(name, seed)
+
+    choosers: dict[str, Callable[[int], Chooser]] = {n: learned(a, n) for n, a in actors.items()}
+    choosers.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
+    t2 = table2(clips_by_seed, choosers, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell)
+    t2_done = time.perf_counter()
+    first = clips_by_seed[min(clips_by_seed)]
+    t1 = table1(
+        first, net, perceptual, cfg.k, min(clips_by_seed), use_bf, device, cell=cfg.policy.cell, runs=t2.runs
+    )
+    peers = table1_peers(first, perceptual, device)
+    t1_done = time.perf_counter()
+
+    from rovr import report as figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    clip = t2.sample_clip
+    targets = _pick_targets(clip.frames.shape[0])
+    files["fig1"] = figures.fig1_masked(clip, targets[:3], out / "fig1_masked.png")
+    files["fig3"] = figures.fig3_heatmaps(
+        {n: r.choices[0] for n, r in t2.runs.items()}, out / "fig3_heatmaps.png"
+    )
+    shown = [n for n in LEARNED_POLICIES if n in t2.runs] + ["sequential"]
+    shown = shown if len(shown) > 1 else ["sequential", "oracle_best"]
+    for name in shown:
+        r = t2.runs[name]
+        files[f"fig6_{name}"] = figures.fig6_grid(
+            clip, r.choices[0], r.sample, targets, out / f"fig6_{name}.png"
+        )
+    curves = figures.learning_curves(read_metric_log(run.logs), out / "learning_curves.png")
+    if curves is not None:
+        files["learning_curves"] = curves
+    videos = {"before_after": out / "before_after.mp4"}
+    figures.side_by_side_video(
+        clip, {n: t2.runs[n].sample for n in shown}, clip.original, videos["before_after"], video_fps
+    )
+    done = time.perf_counter()
+
+    all_timing = {
+        **(timing or {}),
+        "eval_load": loaded - started,
+        "eval_table2": t2_done - loaded,
+        "eval_table1": t1_done - t2_done,
+        "eval_figures": done - t1_done,
+    }
+    first_clip = first[0].frames.shape
+    extra = {
+        "table1_peers": peers,
+        "table2_per_seed": t2.per_seed,
+        "policies": {"evaluated": [r["policy"] for r in t2.rows], "missing": missing, "unusable": unusable},
+        "datasets": {
+            "source": source,
+            "clips": len(first),
+            "frames": first_clip[0],
+            "height": first_clip[1],
+            "width": first_clip[2],
+            "seeds": t2.seeds,
+        },
+        "notes": [metric_note(perceptual.name)],
+        "run": str(run.root),
+        "config": to_dict(cfg),
+    }
+    metric = {"perceptual": perceptual.name, "flow": flow.name}
+    report = write_report_json(out / "report.json", metric, t1, t2.rows, all_timing, extra)
+    files["report_json"] = out / "report.json"
+    files["report_md"] = out / "report.md"
+    atomic_write_text(files["report_md"], markdown_report(report))
+    fig_paths = {k: v for k, v in files.items() if k.startswith(("fig", "learning"))}
+    files["report_html"] = figures.write_html(out, report, fig_paths, videos, to_dict(cfg))
+    files.update(videos)
+    log.info("evaluation written to %s (%.1f s)", out, time.perf_counter() - started)
+    return EvaluationResult(report, out, files)

@@ -1,0 +1,253 @@
+"""The reconstruction loop (paper §5.1) — written once, used by the env, training, evaluation and CLI.
+
+:class:`Episodes` holds a batch of B episodes of the MDP: the state (current video, target index),
+the transition (Γ rebuilds the target from the chosen frames; the video then holds x̂_t) and the
+rewards (local perceptual improvement each step, paper §6.3; flow recovery at the end, Eq. 3).
+:func:`reconstruct` runs any :class:`~rovr.conditioning.Chooser` through it.
+
+What Γ sees of a conditioning frame is set by ``condition_on``:
+
+* ``"observed"`` (default): its observed pixels only (holes blanked and flagged), whether or not it
+  was already reconstructed — errors never compound, and the oracle's coverage is exactly what Γ
+  can use.
+* ``"current"``: the frame as it stands in the current video; frames already reconstructed are
+  passed with no holes, so later targets can build on earlier reconstructions (the paper's literal
+  transition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from rovr.data.corruption import Corrupted
+from rovr.data.encoding import downsample, tile
+from rovr.errors import RovrError
+
+if TYPE_CHECKING:
+    from rovr.conditioning import Chooser
+    from rovr.metrics.flow import FlowBackend
+    from rovr.metrics.perceptual import PerceptualMetric
+    from rovr.models.local import LocalNet
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.array(frames, copy=True)).movedim(-1, -3).float().div_(255.0)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """float (..., 3, H, W) in [0, 1] -> uint8 (..., H, W, 3)."""
+    return (frames.detach().clamp(0, 1).movedim(-3, -1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class Observation:
+    """The state s_t given to π (§5.1.1): tiled video (B, 3, G·c, G·c), target (B, 3, c, c), t (B,)."""
+
+    video: torch.Tensor
+    target: torch.Tensor
+    t: torch.Tensor
+
+
+@dataclass
+class StepInfo:
+    """One transition of B episodes; every field is (B,)."""
+
+    reward: torch.Tensor  # L_P(x̄_t, x_t) − L_P(x̂_t, x_t)  (+ w·O on the last step)
+    loss_before: torch.Tensor  # L_P(x̄_t, x_t)
+    loss_after: torch.Tensor  # L_P(x̂_t, x_t)
+    coverage: torch.Tensor  # oracle coverage of the chosen frames
+    flow_recovery: torch.Tensor | None = None  # O (Eq. 3), on the last step only
+
+
+class Episodes:
+    """A batch of B episodes of the ROVR MDP over corrupted clips (paper §5.1).
+
+    ``original``, ``corrupted``: float (B, T, 3, H, W); ``masks``: bool (B, T, H, W).
+    Targets are visited in ``order`` (default 0..T−1, as in the paper). With ``perceptual=None``
+    (no ground truth, e.g. repairing a user's video) the transition runs and the scores are NaN.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[Corrupted],
+        net: LocalNet,
+        perceptual: PerceptualMetric | None,
+        *,
+        k: int = 2,
+        cell: int = 32,
+        flow: FlowBackend | None = None,
+        flow_weight: float = 0.0,
+        condition_on: Literal["observed", "current"] = "observed",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not clips:
+            raise ValueError("Episodes needs at least one clip")
+        shapes = {c.frames.shape for c in clips}
+        if len(shapes) != 1:
+            raise RovrError(f"clips of one batch must share a shape, got {sorted(shapes)}")
+        self.clips = list(clips)
+        self.device = torch.device(device)
+        self.net, self.perceptual, self.flow = net, perceptual, flow
+        self.k, self.cell, self.flow_weight, self.condition_on = k, cell, flow_weight, condition_on
+        self.num_frames = clips[0].frames.shape[0]
+        if self.num_frames < k + 1:
+            raise RovrError(f"a clip of {self.num_frames} frames cannot condition on k={k} other frames")
+        self.original = to_tensor(np.stack([c.original for c in clips])).to(self.device)  # (B, T, 3, H, W)
+        self.corrupted = to_tensor(np.stack([c.frames for c in clips])).to(self.device)
+        self.masks = torch.from_numpy(np.stack([c.masks for c in clips])).to(self.device)  # (B, T, H, W)
+        self.coverage = torch.from_numpy(np.stack([c.oracle.coverage for c in clips])).float()  # (B, T, T, T)
+        self.order = list(range(self.num_frames))
+        self._flow_orig: torch.Tensor | None = None
+        self._flow_bar: torch.Tensor | None = None
+        self.reset()
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.clips)
+
+    def reset(self) -> None:
+        """Start over: the current video is the corrupted one; nothing is reconstructed yet."""
+        self.video = self.corrupted.clone()  # (B, T, 3, H, W)
+        self.hole = self.masks.clone()  # holes still open in the current video
+        self.step_index = 0
+
+    @property
+    def done(self) -> bool:
+        return self.step_index >= self.num_frames
+
+    @property
+    def t(self) -> int:
+        """Index of the current target frame."""
+        return self.order[self.step_index]
+
+    def observation(self) -> Observation:
+        """s_t: tiled low-res current video and low-res target (§5.1.1, Fig. 2)."""
+        b = self.batch_size
+        return Observation(
+            video=tile(self.video, self.cell),
+            target=downsample(self.video[:, self.t], self.cell),
+            t=torch.full((b,), self.t, dtype=torch.long, device=self.device),
+        )
+
+    def check_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        """Validate a (B, k) tensor of conditioning frame indices (clear errors for bad actions)."""
+        pairs = torch.as_tensor(pairs, dtype=torch.long, device=self.device)
+        if pairs.shape != (self.batch_size, self.k):
+            raise RovrError(
+                f"expected conditioning frames of shape ({self.batch_size}, {self.k}), got {tuple(pairs.shape)}"
+            )
+        if bool(((pairs < 0) | (pairs >= self.num_frames)).any()):
+            raise RovrError(f"conditioning frame out of range 0..{self.num_frames - 1}: {pairs.tolist()}")
+        if bool((pairs == self.t).any()):
+            raise RovrError(f"the target frame {self.t} cannot condition on itself: {pairs.tolist()}")
+        if self.k > 1 and bool((pairs.sort(dim=1).values.diff(dim=1) == 0).any()):
+            raise RovrError(f"conditioning frames must be distinct: {pairs.tolist()}")
+        return pairs
+
+    def rebuild(self, pairs: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x̂_t = Γ(x̄_t, c_1..c_k) for the given (B', k) frames of episodes ``rows``. (B', 3, H, W)."""
+        t = self.t
+        rows = torch.arange(self.batch_size, device=self.device) if rows is None else rows
+        cond, cond_masks = self.conditioning(pairs, rows)
+        target = self.corrupted[rows, t]  # x̄_t: the target is always rebuilt from its corrupted self
+        target_mask = self.masks[rows, t][:, None].float()
+        return self.net(target, target_mask, cond, cond_masks)
+
+    def conditioning(self, pairs: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Γ's view of frames ``pairs`` (B', k) of episodes ``rows`` (B',): (B', k, 3, H, W), (B', k, 1, H, W)."""
+        r = rows[:, None]
+        if self.condition_on == "current":
+            frames, holes = self.video[r, pairs], self.hole[r, pairs]
+        else:
+            frames, holes = self.corrupted[r, pairs], self.masks[r, pairs]
+        return frames, holes[:, :, None].float()
+
+    @torch.no_grad()
+    def step(self, pairs: torch.Tensor) -> StepInfo:
+        """Apply one action per episode: rebuild the target, put x̂_t into the video, score it."""
+        if self.done:
+            raise RovrError("the episode is over; call reset() first")
+        pairs = self.check_pairs(pairs)
+        t = self.t
+        x_hat = self.rebuild(pairs)
+        x = self.original[:, t]
+        if self.perceptual is not None:
+            before, after = self.perceptual(self.corrupted[:, t], x), self.perceptual(x_hat, x)
+        else:  # no ground truth (repairing a user's video): nothing to score
+            before = after = torch.full((self.batch_size,), float("nan"), device=self.device)
+        self.video[:, t] = x_hat
+        self.hole[:, t] = False
+        cov = self._pair_coverage(t, pairs)
+        reward = before - after
+        self.step_index += 1
+        info = StepInfo(reward=reward, loss_before=before, loss_after=after, coverage=cov)
+        if self.done and self.flow is not None:
+            info.flow_recovery = self.flow_recovery()
+            info.reward = info.reward + self.flow_weight * info.flow_recovery
+        return info
+
+    def _pair_coverage(self, t: int, pairs: torch.Tensor) -> torch.Tensor:
+        """Oracle coverage of the chosen frames (pairs: exact; k ≠ 2: union of the frames' views)."""
+        p = pairs.cpu()
+        b = torch.arange(p.shape[0])
+        if self.k == 2:
+            return self.coverage[b, t, p[:, 0], p[:, 1]]
+        masks = self.masks.cpu()
+        target = masks[:, t].flatten(1).float()  # (B, P)
+        hidden = masks[b[:, None], p].all(dim=1).flatten(1).float()  # hole in every chosen frame
+        area = target.sum(1)
+        return torch.where(area > 0, 1 - (target * hidden).sum(1) / area.clamp(min=1), torch.ones_like(area))
+
+    def flow_recovery(self) -> torch.Tensor:
+        """O of the current video (Eq. 3), (B,). Flows of X and X̄ are computed once per episode batch."""
+        from rovr.metrics.flow import flow_recovery_batch
+
+        assert self.flow is not None
+        if self._flow_orig is None:
+            self._flow_orig = torch.stack([self.flow.flow(v) for v in self.original])
+            self._flow_bar = torch.stack([self.flow.flow(v) for v in self.corrupted])
+        assert self._flow_bar is not None
+        f_hat = torch.stack([self.flow.flow(v) for v in self.video])
+        return flow_recovery_batch(f_hat, self._flow_bar, self._flow_orig).float()
+
+
+@dataclass
+class Reconstruction:
+    """Result of :func:`reconstruct` for B clips."""
+
+    video: torch.Tensor  # (B, T, 3, H, W) reconstructed
+    choices: np.ndarray  # (B, T, k) conditioning frames chosen for each target
+    loss: np.ndarray  # (B, T) L_P(x̂_t, x_t)
+    loss_before: np.ndarray  # (B, T) L_P(x̄_t, x_t)
+    reward: np.ndarray  # (B, T) per-step rewards (flow reward included on the last step)
+    coverage: np.ndarray  # (B, T) oracle coverage of the chosen frames
+    flow_recovery: np.ndarray | None  # (B,) O, Eq. 3
+
+
+@torch.no_grad()
+def reconstruct(episodes: Episodes, chooser: Chooser) -> Reconstruction:
+    """Run ``chooser`` through every step of ``episodes`` (from a reset) and collect the results."""
+    episodes.reset()
+    chooser.reset(episodes)
+    b, n = episodes.batch_size, episodes.num_frames
+    choices = np.zeros((b, n, episodes.k), dtype=np.int64)
+    loss, before, reward, cov = (np.zeros((b, n), dtype=np.float64) for _ in range(4))
+    flow = None
+    while not episodes.done:
+        t = episodes.t
+        pairs = chooser.choose(episodes)
+        info = episodes.step(pairs)
+        choices[:, t] = pairs.cpu().numpy()
+        loss[:, t] = info.loss_after.cpu().numpy()
+        before[:, t] = info.loss_before.cpu().numpy()
+        reward[:, t] = info.reward.cpu().numpy()
+        cov[:, t] = info.coverage.cpu().numpy()
+        if info.flow_recovery is not None:
+            flow = info.flow_recovery.cpu().numpy()
+    return Reconstruction(episodes.video.clone(), choices, loss, before, reward, cov, flow)

@@ -1,0 +1,170 @@
+"""What the three training stages share: the run folder, seeding, devices, logging, model loading."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rovr.checkpoint import load_checkpoint, load_state, save_checkpoint, state_tensors
+from rovr.config import RunConfig, config_from_dict, save_config, to_dict
+from rovr.data.clips import ClipSet
+from rovr.data.corruption import Corrupted, corrupt
+from rovr.errors import CheckpointError, ConfigError, RovrError
+
+log = logging.getLogger(__name__)
+
+#: Config sections that must match between the stages of one run (the models' shapes).
+ARCH_KEYS = ("k", "local", "policy", "data.frames")
+
+
+@dataclass
+class RunDir:
+    """The files of one run: ``<root>/config.yaml``, stage checkpoints, logs, report."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def local(self) -> Path:
+        """Γ after pretraining (stage 1)."""
+        return self.root / "local.safetensors"
+
+    def policy(self, name: str) -> Path:
+        """A trained policy: ``imitation`` (stage 2) or ``rovr_*`` (stage 3)."""
+        return self.root / f"policy_{name}.safetensors"
+
+    def resume(self, stage: str) -> Path:
+        """Last in-progress checkpoint of a stage (deleted when the stage completes)."""
+        return self.root / f"resume_{stage}.safetensors"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+def _arch(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in ARCH_KEYS:
+        node: Any = cfg_dict
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    return out
+
+
+def check_same_architecture(cfg: RunConfig, meta: dict[str, Any], source: Path) -> None:
+    """Refuse a checkpoint whose model-shaping config differs from ``cfg`` (one line, names the keys)."""
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint '{source}' has no config metadata; it was not written by rovr")
+    mine, theirs = _arch(to_dict(cfg)), _arch(saved)
+    diff = [k for k in ARCH_KEYS if mine[k] != theirs[k]]
+    if diff:
+        d = "; ".join(f"{k}: checkpoint {theirs[k]} vs config {mine[k]}" for k in diff)
+        raise CheckpointError(
+            f"checkpoint '{source}' was made with another config ({d}); use its config or retrain"
+        )
+
+
+def prepare_run(cfg: RunConfig, root: Path) -> RunDir:
+    """Create the run folder and save the resolved config; a folder of another architecture is refused."""
+    run = RunDir(Path(root))
+    if run.config.is_file():
+        from rovr.config import read_yaml
+
+        try:
+            old = to_dict(config_from_dict(read_yaml(run.config)))
+        except ConfigError:
+            old = read_yaml(run.config)
+        if _arch(old) != _arch(to_dict(cfg)):
+            raise ConfigError(
+                f"run folder '{root}' holds a run of another config (differs in {', '.join(k for k in ARCH_KEYS if _arch(old)[k] != _arch(to_dict(cfg))[k])}); "
+                "choose another --out or delete it"
+            )
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.config)
+    except OSError as e:
+        raise RovrError(
+            f"cannot write to run folder '{root}' ({e.strerror}); choose a writable --out"
+        ) from None
+    return run
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_torch(cfg: RunConfig) -> torch.device:
+    """Set threads and return the device; asking for CUDA without one is a clear error."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available; use --set device=cpu")
+    return torch.device(cfg.device)
+
+
+def corrupted_clips(cfg: RunConfig, split: str, seed: int, limit: int = 0) -> list[Corrupted]:
+    """The clips of ``split``, each corrupted with a seed derived from (``seed``, clip index)."""
+    clips = ClipSet(cfg.data, split)
+    n = len(clips) if limit <= 0 else min(limit, len(clips))
+    return [corrupt(clips[i].frames, cfg.corruption, seed=seed * 100_003 + i) for i in range(n)]
+
+
+class MetricLog:
+    """TensorBoard scalars plus a JSON-lines copy (for the report's learning curves)."""
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = folder / "metrics.jsonl"
+        self.writer: Any = None
+        if enabled:
+            folder.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder))
+
+    def log(self, stage: str, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"stage": stage, "step": step, "time": time.time(), **scalars}) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metric_log(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_model(path: Path, model: torch.nn.Module, cfg: RunConfig, **meta: Any) -> None:
+    """Save one model's weights with the run config and extra metadata."""
+    save_checkpoint(path, state_tensors(model, ""), {"config": to_dict(cfg), **meta})
+
+
+def load_model(path: Path, model: torch.nn.Module, cfg: RunConfig, hint: str) -> dict[str, Any]:
+    """Load weights into ``model``; a missing file says which command makes it (``hint``)."""
+    if not path.is_file():
+        raise CheckpointError(f"'{path}' does not exist; run `{hint}` first")
+    tensors, meta = load_checkpoint(path)
+    check_same_architecture(cfg, meta, path)
+    load_state(model, tensors, "", path)
+    return meta

@@ -1,0 +1,447 @@
+"""Evaluation (Tables 1 and 2, report.json) on tiny synthetic clips with an untrained small Γ."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rovr.conditioning import make_baseline
+from rovr.config import CorruptionConfig, DataConfig, EvalConfig, MetricConfig, RunConfig
+from rovr.data.corruption import Corrupted, corrupt
+from rovr.errors import RovrError
+from rovr.evaluate import (
+    TABLE1_POLICIES,
+    TABLE2_BASELINES,
+    TABLE2_METRICS,
+    build_report,
+    combine_seed_reports,
+    copy_from_frames,
+    evaluate_run,
+    gap_closed,
+    markdown_table1,
+    markdown_table2,
+    pool_table1_rows,
+    run_policy,
+    summarize,
+    table1,
+    table1_peers,
+    table2,
+    telea_inpaint,
+    validate_report,
+    write_report_json,
+)
+from rovr.metrics.flow import build_flow
+from rovr.metrics.perceptual import build_perceptual
+from rovr.models.local import LocalNet, LocalNetConfig
+from rovr.reconstruct import Episodes, reconstruct
+
+T, S, CELL = 6, 24, 8
+T_975_DF3 = 3.182446305284263  # Student t table: 97.5 % quantile, 3 degrees of freedom
+
+
+def make_clips(seed: int, n: int = 2) -> list[Corrupted]:
+    rng = np.random.default_rng(seed)
+    cfg = CorruptionConfig(min_valid_pairs=0)
+    return [
+        corrupt(rng.integers(0, 256, (T, S, S, 3), dtype=np.uint8), cfg, seed=100 * seed + i)
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def net() -> LocalNet:
+    torch.manual_seed(0)
+    return LocalNet(LocalNetConfig(base_channels=8, depth=2), k=2).eval()
+
+
+@pytest.fixture(scope="module")
+def perceptual():  # type: ignore[no-untyped-def]
+    return build_perceptual(MetricConfig(perceptual="ssim"))
+
+
+@pytest.fixture(scope="module")
+def clips_by_seed() -> dict[int, list[Corrupted]]:
+    return {0: make_clips(0), 1: make_clips(1)}
+
+
+@pytest.fixture(scope="module")
+def t2(clips_by_seed, net, perceptual):  # type: ignore[no-untyped-def]
+    choosers = {name: (lambda seed, name=name: make_baseline(name, seed)) for name in TABLE2_BASELINES}
+    return table2(
+        clips_by_seed, choosers, net, perceptual, build_flow(MetricConfig(flow="dis")), k=2, cell=CELL
+    )
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_summarize_by_hand() -> None:
+    s = summarize([1.0, 2.0, 3.0, 4.0, math.nan])  # NaN is ignored
+    std = math.sqrt(((1.5**2) * 2 + (0.5**2) * 2) / 3)
+    assert (s.mean, s.n) == (2.5, 4)
+    assert s.std == pytest.approx(std)
+    assert s.ci95 == pytest.approx(T_975_DF3 * std / 2)
+    one = summarize([7.0])
+    assert (one.mean, one.std, one.n) == (7.0, 0.0, 1) and math.isnan(one.ci95)
+    assert summarize([]).n == 0
+
+
+def test_gap_closed_formula() -> None:
+    assert gap_closed(0.5, 0.4, 0.3) == pytest.approx(0.5)
+    assert gap_closed(0.5, 0.5, 0.3) == 0.0
+    assert gap_closed(0.5, 0.3, 0.3) == 1.0
+    assert gap_closed(0.5, 0.6, 0.3) == pytest.approx(-0.5)
+    assert math.isnan(gap_closed(0.4, 0.4, 0.4))
+
+
+def test_pooled_rows_equal_the_summary_of_all_frames() -> None:
+    values = np.random.default_rng(3).normal(size=23)
+    parts = [values[:5], values[5:14], values[14:]]
+    rows = []
+    for part in parts:
+        s = summarize(part)
+        rows.append(
+            {
+                "policy": "best",
+                "loss_mean": s.mean,
+                "loss_std": s.std,
+                "n_frames": s.n,
+                "hole_psnr": float(part.size),
+                "hole_ssim": 1.0,
+            }
+        )
+    pooled, whole = pool_table1_rows(rows), summarize(values)
+    assert pooled["n_frames"] == whole.n
+    assert pooled["loss_mean"] == pytest.approx(whole.mean)
+    assert pooled["loss_std"] == pytest.approx(whole.std)
+    assert pooled["ci95"] == pytest.approx(whole.ci95)
+    assert pooled["hole_psnr"] == pytest.approx(sum(p.size**2 for p in parts) / values.size)  # frame-weighted
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def test_table1_rows_are_the_reconstruction_loop(clips_by_seed, net, perceptual) -> None:  # type: ignore[no-untyped-def]
+    clips = clips_by_seed[0]
+    rows = table1(clips, net, perceptual, k=2, seed=0, brute_force=True, cell=CELL)
+    assert [r["policy"] for r in rows] == list(TABLE1_POLICIES)
+    best = rows[0]
+    rec = reconstruct(Episodes(clips, net, perceptual, k=2, cell=CELL), make_baseline("oracle_best"))
+    assert best["n_frames"] == len(clips) * T
+    assert best["loss_mean"] == pytest.approx(rec.loss.mean())
+    assert best["loss_std"] == pytest.approx(rec.loss.std(ddof=1))
+    assert best["ci95"] > 0 and all(np.isfinite(r["hole_psnr"]) and -1 <= r["hole_ssim"] <= 1 for r in rows)
+    assert [r["policy"] for r in table1(clips, net, perceptual, brute_force=False, cell=CELL)] == [
+        "best",
+        "random",
+        "worst",
+    ]
+
+
+def test_brute_force_is_lowest_on_every_frame(clips_by_seed, net, perceptual) -> None:  # type: ignore[no-untyped-def]
+    clips = clips_by_seed[0]
+    runs = {
+        n: run_policy(clips, make_baseline(n, 0), net, perceptual, cell=CELL, batch_size=1)
+        for n in ("brute_force", "oracle_best", "oracle_worst", "random", "sequential", "stride")
+    }
+    for name, run in runs.items():
+        assert run.loss.shape == (len(clips), T)
+        assert np.all(runs["brute_force"].loss <= run.loss + 1e-5), name
+
+
+def test_copy_from_frames_by_hand() -> None:
+    frames = np.zeros((3, 1, 3, 3), dtype=np.uint8)
+    frames[1], frames[2] = 10, 20
+    masks = np.zeros((3, 1, 3), dtype=bool)
+    masks[0] = [[True, True, True]]  # every pixel of the target is a hole
+    masks[1] = [[False, True, True]]  # frame 1 sees pixel 0
+    masks[2] = [[True, False, True]]  # frame 2 sees pixel 1; pixel 2 is hidden in both
+    clip = Corrupted(original=frames.copy(), frames=frames, masks=masks)
+    out = copy_from_frames(clip, np.array([[1, 2], [0, 2], [0, 1]]))
+    assert out[0, 0, :, 0].tolist() == [10, 20, 0]  # from frame 1, else frame 2, else left as it was
+    assert out[1, 0, :, 0].tolist() == [10, 20, 10]  # pixel 1 from frame 2; pixel 2 hidden in 0 and 2
+    assert out[2, 0, :, 0].tolist() == [10, 20, 20]  # pixel 0 from frame 1; pixel 2 hidden in 0 and 1
+    np.testing.assert_array_equal(out[~masks], frames[~masks])  # known pixels are never touched
+
+
+def test_telea_fills_holes_and_keeps_known_pixels() -> None:
+    frames = np.full((3, 16, 16, 3), 120, dtype=np.uint8)
+    masks = np.zeros((3, 16, 16), dtype=bool)
+    masks[:, 5:9, 6:10] = True
+    frames[masks] = 0
+    clip = Corrupted(original=np.full_like(frames, 120), frames=frames, masks=masks)
+    out = telea_inpaint(clip)
+    np.testing.assert_array_equal(out[~masks], frames[~masks])
+    assert np.abs(out[masks].astype(int) - 120).max() <= 2  # a flat image is filled flat
+
+
+def test_peers_rows(clips_by_seed, perceptual) -> None:  # type: ignore[no-untyped-def]
+    rows = table1_peers(clips_by_seed[0], perceptual)
+    assert [r["policy"] for r in rows] == ["cv2_inpaint", "copy_best_pair"]
+    for r in rows:
+        assert r["n_frames"] == 2 * T and r["loss_mean"] > 0 and np.isfinite(r["hole_psnr"])
+
+
+# ----------------------------------------------------------------------------- Table 2
+
+
+def test_table2_gap_closed_by_construction(t2) -> None:  # type: ignore[no-untyped-def]
+    rows = {r["policy"]: r for r in t2.rows}
+    assert list(rows) == list(TABLE2_BASELINES)
+    assert rows["random"]["gap_closed"] == 0.0 and rows["random"]["gap_closed_std"] == 0.0
+    assert rows["brute_force"]["gap_closed"] == 1.0 and rows["brute_force"]["gap_closed_std"] == 0.0
+    for seeds in t2.per_seed.values():  # per seed too, not only on average
+        assert len(seeds) == 2
+    assert [m["gap_closed"] for m in t2.per_seed["random"]] == [0.0, 0.0]
+    assert [m["gap_closed"] for m in t2.per_seed["brute_force"]] == [1.0, 1.0]
+    for row in t2.rows:
+        assert row["seeds"] == 2 and row["clips"] == 2
+        for metric in TABLE2_METRICS:
+            per_seed = [m[metric] for m in t2.per_seed[row["policy"]]]
+            assert row[metric] == pytest.approx(np.mean(per_seed))
+            assert row[f"{metric}_std"] == pytest.approx(np.std(per_seed, ddof=1))
+        assert row["perceptual_loss"] >= rows["brute_force"]["perceptual_loss"] - 1e-6
+
+
+def test_table2_coverage_valid_rate_and_details(t2, clips_by_seed) -> None:  # type: ignore[no-untyped-def]
+    first = clips_by_seed[0]
+    runs = t2.runs
+    for name, run in runs.items():
+        assert run.choices.shape == (2, T, 2) and run.coverage.shape == (2, T)
+        # the coverage the loop reports is the oracle's coverage of the chosen pair
+        for b, clip in enumerate(first):
+            for t in range(T):
+                i, j = run.choices[b, t]
+                assert run.coverage[b, t] == pytest.approx(clip.oracle.coverage[t, i, j])
+        # no policy's chosen pair covers more of a target's holes than the oracle's best pair
+        assert np.all(runs["oracle_best"].coverage >= run.coverage - 1e-6), name
+        seed0 = t2.per_seed[name][0]
+        assert seed0["valid_rate"] == pytest.approx(np.mean(run.coverage == 1.0))
+        assert seed0["coverage"] == pytest.approx(run.coverage.mean())
+        assert t2.samples[name].shape == (T, S, S, 3) and t2.samples[name].dtype == np.uint8
+    assert t2.sample_clip is first[0]
+    np.testing.assert_array_equal(t2.choices["sequential"][0, 3], [1, 2])  # t−2, t−1
+
+
+def test_table2_without_reference_rows_has_no_gap(clips_by_seed, net, perceptual) -> None:  # type: ignore[no-untyped-def]
+    res = table2(
+        {0: clips_by_seed[0][:1]},
+        {"sequential": lambda s: make_baseline("sequential", s)},
+        net,
+        perceptual,
+        None,
+        cell=CELL,
+    )
+    (row,) = res.rows
+    assert math.isnan(row["gap_closed"]) and math.isnan(row["flow_recovery"]) and row["seeds"] == 1
+    report = build_report({"perceptual": "ssim", "flow": "none"}, [], res.rows, {})
+    assert report["table2"][0]["gap_closed"] is None  # NaN is written as JSON null
+
+
+# ----------------------------------------------------------------------------- report.json, Markdown
+
+
+def _check_contract(report: dict) -> None:  # type: ignore[type-arg]
+    """The report.json contract of DESIGN.md, spelled out independently of validate_report."""
+    assert set(report) >= {"metric", "table1", "table2", "timing"}
+    assert isinstance(report["metric"]["perceptual"], str) and isinstance(report["metric"]["flow"], str)
+    for row in report["table1"]:
+        assert row["policy"] in ("best", "random", "worst", "brute_force")
+        assert isinstance(row["loss_mean"], float) and isinstance(row["loss_std"], float)
+        assert isinstance(row["n_frames"], int)
+    for row in report["table2"]:
+        assert isinstance(row["policy"], str) and isinstance(row["seeds"], int)
+        for key in ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed"):
+            assert row[key] is None or isinstance(row[key], float), key
+            assert f"{key}_std" in row
+    assert all(isinstance(v, float) for v in report["timing"].values())
+
+
+def test_write_report_json_contract(tmp_path: Path, t2, clips_by_seed, net, perceptual) -> None:  # type: ignore[no-untyped-def]
+    rows1 = table1(clips_by_seed[0], net, perceptual, cell=CELL, runs=t2.runs)
+    path = tmp_path / "report.json"
+    written = write_report_json(
+        path,
+        {"perceptual": "ssim", "flow": "dis"},
+        rows1,
+        t2.rows,
+        {"eval": 1},
+        {"table1_peers": [], "datasets": {"clips": np.int64(2)}},
+    )
+    on_disk = json.loads(path.read_text())
+    assert on_disk == written
+    _check_contract(on_disk)
+    assert on_disk["datasets"]["clips"] == 2 and on_disk["timing"] == {"eval": 1.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # atomic: no temp file left
+    with pytest.raises(ValueError, match="overwrite"):
+        build_report(on_disk["metric"], rows1, t2.rows, {}, {"table2": []})
+    broken = dict(on_disk, table1=[{"policy": "best", "loss_std": 0.1, "n_frames": 3}])
+    with pytest.raises(ValueError, match="loss_mean"):
+        validate_report(broken)
+    with pytest.raises(ValueError, match="policy"):
+        validate_report(dict(on_disk, table1=[dict(on_disk["table1"][0], policy="oracle")]))
+
+
+def test_markdown_tables(t2) -> None:  # type: ignore[no-untyped-def]
+    md = markdown_table2(t2.rows)
+    lines = md.strip().splitlines()
+    assert len(lines) == len(t2.rows) + 2
+    row = next(r for r in t2.rows if r["policy"] == "stride")
+    line = next(x for x in lines if x.startswith("| stride"))
+    assert f"{row['perceptual_loss']:.4f} ± {row['perceptual_loss_std']:.4f}" in line
+    one = [dict(row, seeds=1)]
+    assert "±" not in markdown_table2(one).splitlines()[2]  # a single seed has no spread to show
+    t1 = markdown_table1(
+        [
+            {
+                "policy": "best",
+                "loss_mean": 0.25,
+                "loss_std": 0.5,
+                "n_frames": 7,
+                "ci95": None,
+                "hole_psnr": 20.0,
+                "hole_ssim": 0.5,
+            }
+        ]
+    )
+    assert "| best | 0.2500 ± 0.5000 | — | 7 | 20.00 | 0.5000 |" in t1
+
+
+def test_combine_seed_reports(tmp_path: Path) -> None:
+    def report(loss: float, gap: float) -> dict:  # type: ignore[type-arg]
+        t2row = {
+            "policy": "imitation",
+            "perceptual_loss": loss,
+            "flow_recovery": 0.5,
+            "psnr": 20.0,
+            "ssim": 0.5,
+            "gap_closed": gap,
+            "coverage": 0.9,
+            "valid_rate": 0.5,
+            "seeds": 1,
+        }
+        t1row = {
+            "policy": "best",
+            "loss_mean": loss,
+            "loss_std": 0.0,
+            "n_frames": 4,
+            "hole_psnr": 20.0,
+            "hole_ssim": 0.5,
+        }
+        return build_report({"perceptual": "ssim", "flow": "dis"}, [t1row], [t2row], {"eval": 2.0})
+
+    combined = combine_seed_reports([report(0.2, 0.1), report(0.4, 0.3)], tmp_path)
+    (row,) = combined["table2"]
+    assert row["perceptual_loss"] == pytest.approx(0.3) and row["gap_closed"] == pytest.approx(0.2)
+    assert row["perceptual_loss_std"] == pytest.approx(np.std([0.2, 0.4], ddof=1)) and row["seeds"] == 2
+    assert combined["table1"][0]["n_frames"] == 8 and combined["timing"] == {"eval": 4.0}
+    assert json.loads((tmp_path / "report.json").read_text()) == combined
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
+
+
+# ----------------------------------------------------------------------------- rovr evaluate
+
+
+def _tiny_run(root: Path) -> RunConfig:
+    from rovr.train.common import prepare_run, save_model
+
+    cfg = RunConfig(
+        data=DataConfig(num_videos=4, frames=T, size=16, max_clips_per_video=1, test_fraction=0.25),
+        corruption=CorruptionConfig(min_valid_pairs=0),
+        metric=MetricConfig(perceptual="ssim", flow="dis"),
+        local=LocalNetConfig(base_channels=8, depth=2),
+        eval=EvalConfig(seeds=1, max_clips=1),
+    )
+    run = prepare_run(cfg, root)
+    torch.manual_seed(0)
+    save_model(run.local, LocalNet(cfg.local, cfg.k), cfg)
+    return cfg
+
+
+def test_evaluate_run_end_to_end(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _tiny_run(run)
+    out = tmp_path / "eval"
+    ev = evaluate_run(run, out, seeds=2)
+    report = json.loads((out / "report.json").read_text())
+    _check_contract(report)
+    assert report == ev.report
+    assert report["metric"] == {"perceptual": "ssim", "flow": "dis"}
+    assert [r["policy"] for r in report["table1"]] == list(TABLE1_POLICIES)
+    assert [r["policy"] for r in report["table2"]] == list(TABLE2_BASELINES)
+    assert all(r["seeds"] == 2 for r in report["table2"])
+    assert report["policies"]["missing"] == [
+        "rovr_flow_warm",
+        "rovr_flow_cold",
+        "rovr_noflow_warm",
+        "imitation",
+    ]
+    assert report["datasets"]["clips"] == 1 and "test split" in report["datasets"]["source"]
+    assert [r["policy"] for r in report["table1_peers"]] == ["cv2_inpaint", "copy_best_pair"]
+    for name in (
+        "report.md",
+        "report.html",
+        "fig3_heatmaps.png",
+        "fig1_masked.png",
+        "before_after.mp4",
+        "fig6_sequential.png",
+        "fig6_oracle_best.png",
+    ):
+        assert (out / name).is_file(), name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert "imitation" in (out / "report.md").read_text()  # the missing policies are named
+
+
+def test_evaluate_run_on_a_user_folder_uses_every_video(tmp_path: Path) -> None:
+    from rovr.video.io import write_video
+
+    run = tmp_path / "run"
+    _tiny_run(run)
+    data = tmp_path / "videos"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        write_video(data / f"{name}.mp4", rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8), fps=8)
+    ev = evaluate_run(run, tmp_path / "eval", data=data, max_clips=0, brute_force=False)
+    assert ev.report["datasets"]["clips"] == 3 and "all videos" in ev.report["datasets"]["source"]
+    assert "brute_force" not in [r["policy"] for r in ev.report["table2"]]
+    assert ev.report["table2"][0]["gap_closed"] is None  # no brute-force row: no gap to close
+
+
+def test_evaluate_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(RovrError, match="does not exist"):
+        evaluate_run(tmp_path / "nothing", tmp_path / "eval")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RovrError, match="rovr pretrain-local") as err:
+        evaluate_run(tmp_path / "empty", tmp_path / "eval")
+    assert "\n" not in str(err.value)
+    _tiny_run(tmp_path / "run")
+    with pytest.raises(RovrError, match="missing_folder"):
+        evaluate_run(tmp_path / "run", tmp_path / "eval", data=tmp_path / "missing_folder")
+
+
+def test_evaluate_run_with_a_learned_policy(tmp_path: Path) -> None:
+    from rovr.models.policy import build_actor
+    from rovr.train.common import RunDir, save_model
+
+    cfg = _tiny_run(tmp_path / "run")
+    torch.manual_seed(0)
+    save_model(RunDir(tmp_path / "run").policy("imitation"), build_actor(cfg.policy, cfg.data.frames), cfg)
+    ev = evaluate_run(tmp_path / "run", tmp_path / "eval", brute_force=False)
+    assert [r["policy"] for r in ev.report["table2"]][0] == "imitation"
+    assert "imitation" not in ev.report["policies"]["missing"]
+    assert (tmp_path / "eval" / "fig6_imitation.png").is_file()
+
+
+def test_evaluate_run_skips_an_unreadable_policy(tmp_path: Path) -> None:
+    _tiny_run(tmp_path / "run")
+    (tmp_path / "run" / "policy_rovr_flow_warm.safetensors").write_bytes(b"not a checkpoint")
+    ev = evaluate_run(tmp_path / "run", tmp_path / "eval", brute_force=False)
+    assert list(ev.report["policies"]["unusable"]) == ["rovr_flow_warm"]
+    assert "rovr_flow_warm" not in ev.report["policies"]["missing"]
+    assert "rovr_flow_warm" not in [r["policy"] for r in ev.report["table2"]]
+    assert "Skipped `rovr_flow_warm`" in (tmp_path / "eval" / "report.md").read_text()
