@@ -114,8 +114,8 @@ class VideoReconstructionEnv(gym.Env[dict[str, Any], int]):
 
     def _obs(self) -> dict[str, Any]:
         assert self.episodes is not None
-        o: Observation = self.episodes.observation()
-        return {"video": _uint8(o.video[0]), "target": _uint8(o.target[0]), "t": int(o.t[0])}
+        obs = observe(self.episodes)
+        return {"video": obs["video"][0], "target": obs["target"][0], "t": int(obs["t"][0])}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -159,18 +159,21 @@ class VideoReconstructionEnv(gym.Env[dict[str, Any], int]):
         }
         if info.flow_recovery is not None:
             extra["flow_recovery"] = float(info.flow_recovery[0])
-        obs = self._obs() if not terminated else self._final_obs()
+        obs = self._obs()
         return obs, float(info.reward[0]), terminated, False, extra
 
-    def _final_obs(self) -> dict[str, Any]:
-        """After the last step there is no target left: the observation shows the finished video."""
-        assert self.episodes is not None
-        e = self.episodes
+
+def observe(e: Episodes) -> dict[str, np.ndarray]:
+    """Batched uint8 observation of ``e``; after the last step it shows the finished video and last target."""
+    last = e.done
+    if last:
         e.step_index -= 1
-        try:
-            return self._obs()
-        finally:
+    try:
+        o: Observation = e.observation()
+    finally:
+        if last:
             e.step_index += 1
+    return {"video": _uint8(o.video), "target": _uint8(o.target), "t": o.t.cpu().numpy()}
 
 
 def _small_data() -> Any:
@@ -186,3 +189,56 @@ def register() -> None:
 
 
 register()
+
+
+class VectorVideoReconstructionEnv(gym.vector.VectorEnv):
+    """B episodes batched through one :class:`Episodes` (one Γ call per step for all of them).
+
+    All episodes last T steps, so they end together; the ``step`` after the end starts B new
+    episodes (Gymnasium's next-step autoreset: that step's rewards are 0 and its actions ignored).
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        config: RunConfig | None = None,
+        split: str = "train",
+        local_checkpoint: str | None = None,
+    ) -> None:
+        self.single = VideoReconstructionEnv(config, split, local_checkpoint)
+        self.num_envs = num_envs
+        self.single_observation_space = self.single.observation_space
+        self.single_action_space = self.single.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.episodes: Episodes | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        s = self.single
+        if seed is not None:
+            s.reset(seed=seed)  # seeds the generator that draws clips and masks
+        clips = [s._draw_clip() for _ in range(self.num_envs)]
+        self.episodes = Episodes(
+            clips, s.net, s.perceptual, k=s.cfg.k, cell=s.cfg.policy.cell, flow=s.flow,
+            flow_weight=s.cfg.ppg.flow_weight if s.flow is not None else 0.0, device=s.cfg.device,
+        )  # fmt: skip
+        return observe(self.episodes), {}
+
+    def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        n = self.num_envs
+        if self.episodes is None or self.episodes.done:
+            obs, extra = self.reset()
+            return obs, np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), extra
+        e = self.episodes
+        self.single.episodes = e  # action_to_frames reads the current target from it
+        frames = np.stack([self.single.action_to_frames(int(a)) for a in np.asarray(actions).reshape(n)])
+        step: StepInfo = e.step(torch.from_numpy(frames))
+        extra = {"perceptual_loss": step.loss_after.cpu().numpy(), "coverage": step.coverage.cpu().numpy()}
+        if step.flow_recovery is not None:
+            extra["flow_recovery"] = step.flow_recovery.cpu().numpy()
+        terminated = np.full(n, e.done)
+        return observe(e), step.reward.cpu().numpy(), terminated, np.zeros(n, dtype=bool), extra

@@ -1,0 +1,107 @@
+"""The MDP as a Gymnasium environment (paper §5.1)."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from rovr.config import DataConfig, RunConfig
+from rovr.env import (
+    ENV_ID,
+    VectorVideoReconstructionEnv,
+    VideoReconstructionEnv,
+    frame_sets,
+    frames_to_action,
+)
+from rovr.errors import RovrError
+from rovr.models.local import LocalNetConfig
+from rovr.models.policy import PolicyConfig
+
+
+def tiny_config(flow: bool = True) -> RunConfig:
+    cfg = RunConfig(
+        data=DataConfig(num_videos=3, frames=6, size=24, val_fraction=0.0, test_fraction=0.0),
+        local=LocalNetConfig(base_channels=4, depth=1),
+        policy=PolicyConfig(cell=8),
+    )
+    cfg.ppg.flow_reward = flow
+    cfg.corruption.max_valid_pairs = 10
+    return cfg
+
+
+def test_check_env_passes_on_the_registered_env() -> None:
+    env = gym.make(ENV_ID)
+    check_env(env.unwrapped)
+    env.close()
+
+
+def test_action_space_is_every_pair_of_other_frames() -> None:
+    env = VideoReconstructionEnv(tiny_config())
+    env.reset(seed=0)
+    assert env.action_space.n == math.comb(5, 2)
+    for t in range(6):
+        sets = frame_sets(6, t, 2)
+        assert len(sets) == 10 and t not in sets and (sets[:, 0] < sets[:, 1]).all()
+        for a, pair in enumerate(sets):
+            assert frames_to_action(tuple(pair), 6, t) == a
+
+
+def test_episode_runs_t_steps_and_rewards_match_the_losses() -> None:
+    env = VideoReconstructionEnv(tiny_config())
+    obs, _ = env.reset(seed=1)
+    assert obs["video"].shape == (3, 24, 24) and obs["target"].shape == (3, 8, 8) and obs["t"] == 0
+    total, steps, terminated = 0.0, 0, False
+    while not terminated:
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert not truncated and t_of(info) == steps
+        local = info["perceptual_loss_before"] - info["perceptual_loss"]
+        if terminated:
+            assert reward == pytest.approx(local + env.cfg.ppg.flow_weight * info["flow_recovery"], abs=1e-5)
+        else:
+            assert reward == pytest.approx(local, abs=1e-6)
+        assert 0.0 <= info["coverage"] <= 1.0 and env.episodes is not None
+        assert env.observation_space.contains(obs)
+        total += reward
+        steps += 1
+    assert steps == 6
+    with pytest.raises(RovrError, match="reset"):
+        env.step(0)
+
+
+def t_of(info: dict) -> int:  # type: ignore[type-arg]
+    return int(info["t"])
+
+
+def test_bad_actions_are_clear_errors() -> None:
+    env = VideoReconstructionEnv(tiny_config(flow=False))
+    env.reset(seed=0)
+    for bad in (-1, 10, 2.5, "3"):
+        with pytest.raises(RovrError, match="outside the action space"):
+            env.step(bad)  # type: ignore[arg-type]
+    with pytest.raises(RovrError, match="cannot condition on itself"):
+        env.episodes.step(np.array([[0, 1]]))  # type: ignore[union-attr]
+    with pytest.raises(RovrError, match="out of range"):
+        env.episodes.step(np.array([[1, 9]]))  # type: ignore[union-attr]
+
+
+def test_seeding_is_deterministic() -> None:
+    a, b = VideoReconstructionEnv(tiny_config()), VideoReconstructionEnv(tiny_config())
+    oa, _ = a.reset(seed=5)
+    ob, _ = b.reset(seed=5)
+    assert np.array_equal(oa["video"], ob["video"])
+
+
+def test_vector_env_batches_episodes_and_autoresets() -> None:
+    venv = VectorVideoReconstructionEnv(3, tiny_config(flow=False))
+    obs, _ = venv.reset(seed=0)
+    assert obs["video"].shape == (3, 3, 24, 24) and (obs["t"] == 0).all()
+    for step in range(6):
+        obs, reward, term, trunc, info = venv.step(venv.action_space.sample())
+        assert reward.shape == (3,) and info["coverage"].shape == (3,)
+        assert term.all() == (step == 5)
+    obs, reward, term, _, _ = venv.step(venv.action_space.sample())  # next-step autoreset
+    assert (reward == 0).all() and not term.any() and (obs["t"] == 0).all()
