@@ -1,0 +1,367 @@
+"""Repair a user's own video (object removal / damaged regions) with a trained ROVR run.
+
+The video is streamed through windows of the model's T frames: ``ceil(N / T)`` windows spread evenly
+over the N frames (neighbours overlap when T does not divide N), each one episode of the
+reconstruction loop (:func:`rovr.reconstruct.reconstruct`, paper §5.1) at the model's working
+resolution. A frame in an overlap is written by the window it lies more central in, so every frame
+is written exactly once, in order. Windows run B at a time as one batch of episodes; full-size
+frames are held only until they are written (at most B·T of them, B chosen so they fit
+:data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
+
+Γ's output is resized back to the input's resolution and written into the hole pixels only; every
+other pixel of the output is the input's (up to the H.264 encoding). The output keeps the input's
+size and frame rate and appears under its name only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from rovr.checkpoint import atomic_write_json
+from rovr.conditioning import Chooser, PolicyChooser, make_baseline
+from rovr.config import RunConfig, config_from_dict, read_yaml
+from rovr.data.corruption import Corrupted, apply_masks
+from rovr.errors import CheckpointError, DataError, RovrError
+from rovr.models.local import LocalNet
+from rovr.reconstruct import Episodes, reconstruct, to_uint8
+from rovr.train.common import RunDir, load_model
+from rovr.video.io import VideoWriter, iter_frames, iter_masks, probe
+
+log = logging.getLogger(__name__)
+
+#: Policies tried, in order, when none is named.
+PREFERRED = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
+
+
+#: Memory allowed for the full-size frames of the windows restored together (one window always runs).
+BATCH_BYTES = 256 * 2**20
+#: At most this many windows per batch of episodes (a batch is also the progress bar's step).
+MAX_BATCH = 4
+
+
+@dataclass
+class RestoreResult:
+    """What :func:`restore_video` did."""
+
+    frames: int  # frames written
+    seconds: float  # wall time of the streaming loop
+    policy: str  # name of the conditioning policy
+    windows: int  # episodes run
+    batch: int  # windows run together
+    work_size: tuple[int, int]  # (height, width) Γ ran at
+    choices: list[list[int]] | None = None  # frame t -> its conditioning frames ([] if t has no hole)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Frames ``start .. stop-1`` form one episode; frames ``write_from .. write_to-1`` of it are written."""
+
+    start: int
+    stop: int
+    write_from: int
+    write_to: int
+
+
+def plan_windows(num_frames: int, length: int) -> list[Window]:
+    """``ceil(N / length)`` windows of ``length`` frames spread evenly over ``num_frames`` = N.
+
+    Consecutive windows overlap (or touch); a frame in an overlap belongs to the window it is more
+    central in, so the written ranges partition 0..N-1 in order. ``length >= N`` gives one window.
+    """
+    if num_frames < 1 or length < 1:
+        raise ValueError(f"need num_frames >= 1 and length >= 1 (got {num_frames}, {length})")
+    if num_frames <= length:
+        return [Window(0, num_frames, 0, num_frames)]
+    n = math.ceil(num_frames / length)
+    starts = [round(i * (num_frames - length) / (n - 1)) for i in range(n)]
+    # ownership boundary: the middle of each overlap [s_{i+1}, s_i + length)
+    bounds = [0] + [(starts[i + 1] + starts[i] + length) // 2 for i in range(n - 1)] + [num_frames]
+    return [Window(s, s + length, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def windows_per_batch(height: int, width: int, length: int) -> int:
+    """Windows to run as one batch: their full-size frames (held until written) fit :data:`BATCH_BYTES`."""
+    per_window = length * height * width * 4  # RGB + mask bytes of one window's frames
+    return max(1, min(MAX_BATCH, BATCH_BYTES // per_window))
+
+
+def working_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) Γ runs at: the shorter side scaled to ``size`` (the training size), sides even."""
+    scale = size / min(height, width)
+    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
+
+
+# ----------------------------------------------------------------------------- loading a run
+
+
+def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
+    """The config and files of a trained run folder (``runs/demo`` or any ``rovr train --out``)."""
+    run = RunDir(Path(checkpoint))
+    if not run.root.exists():
+        raise CheckpointError(
+            f"run folder '{checkpoint}' does not exist; train one with `rovr demo` or `rovr train`, "
+            "or pass --checkpoint RUN"
+        )
+    if not run.config.is_file():
+        raise CheckpointError(
+            f"'{checkpoint}' is not a rovr run folder (no config.yaml); pass --checkpoint RUN, the --out of "
+            "`rovr train` or `rovr demo`"
+        )
+    cfg = config_from_dict(read_yaml(run.config))
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        log.info("run '%s' was configured for %s; no GPU here, restoring on the CPU", run.root, cfg.device)
+        cfg.device = "cpu"
+    return cfg, run
+
+
+def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
+    """A trained policy of the run (``policy`` or the best available), or a named baseline.
+
+    With no trained policy in the run, the coverage oracle of the user's masks picks the frames
+    (``oracle_best``; it needs only the masks, no ground truth).
+    """
+    from rovr.models.policy import build_actor
+
+    if policy and not run.policy(policy).is_file():
+        try:
+            return make_baseline(policy)
+        except ValueError:
+            raise RovrError(
+                f"run '{run.root}' has no policy '{policy}' (no {run.policy(policy).name}) and it is not a "
+                "baseline; train it or pass --policy sequential, stride, random or oracle_best"
+            ) from None
+    names = [policy] if policy else [p for p in PREFERRED if run.policy(p).is_file()]
+    if not names:
+        log.warning(
+            "run '%s' has no trained policy; conditioning on the oracle's best pairs from the masks", run.root
+        )
+        return make_baseline("oracle_best")
+    actor = build_actor(cfg.policy, cfg.data.frames)
+    load_model(run.policy(names[0]), actor, cfg, "rovr train-policy")
+    return PolicyChooser(actor, names[0])
+
+
+# ----------------------------------------------------------------------------- checking paths
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, what: str, flag: str) -> None:
+    """Refuse, before any work, an output path that cannot be written (missing parents are created later)."""
+    if path.is_dir():
+        raise RovrError(f"{what} '{path}' is a folder; pass a file name with {flag}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RovrError(f"cannot create {what} '{path}': '{parent}' is not a folder; choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RovrError(f"cannot write {what} '{path}': no permission in '{parent}'; choose another {flag}")
+
+
+def check_paths(video: Path, out: Path, report: Path | None) -> None:
+    """One-line errors for outputs that are not .mp4, would overwrite an input, or cannot be written."""
+    if out.suffix.lower() != ".mp4":
+        raise RovrError(f"output '{out}' must end in .mp4; pass -o NAME.mp4")
+    if _same_file(out, video):
+        raise RovrError(f"output '{out}' would overwrite the input video; choose another -o")
+    _check_writable(out, "output", "-o")
+    if report is not None:
+        if _same_file(report, video) or _same_file(report, out):
+            raise RovrError(
+                f"report '{report}' would overwrite the input or the output; choose another --report"
+            )
+        _check_writable(report, "report", "--report")
+
+
+# ----------------------------------------------------------------------------- restoring
+
+
+def restore_video(
+    video: Path,
+    masks: Path,
+    out: Path,
+    checkpoint: Path,
+    policy: str | None = None,
+    report: Path | None = None,
+    dilate: int = 0,
+    on_frames: Callable[[int], None] | None = None,
+    batch: int | None = None,
+) -> RestoreResult:
+    """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
+
+    ``masks``: a folder of one mask image per frame or one image for every frame (non-zero = hole).
+    ``out`` is an H.264 mp4 of the input's size and frame rate (missing folders are created); only
+    hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
+    conditioning frames of every frame. ``on_frames(n)`` is called after every n frames written.
+    ``batch`` windows run together as one batch of episodes (default: as many as fit
+    :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`).
+    Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
+    """
+    video, masks, out = Path(video), Path(masks), Path(out)
+    report = Path(report) if report is not None else None
+    if dilate < 0:
+        raise RovrError(f"--dilate must be >= 0 pixels (got {dilate})")
+    if batch is not None and batch < 1:
+        raise RovrError(f"batch must be >= 1 window (got {batch})")
+    check_paths(video, out, report)
+    info = probe(video)
+    mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
+    cfg, run = load_run(checkpoint)
+    device = torch.device(cfg.device)
+    net = LocalNet(cfg.local, cfg.k).to(device).eval()
+    load_model(run.local, net, cfg, "rovr pretrain-local")
+    chooser = pick_chooser(cfg, run, policy)
+    length = min(cfg.data.frames, info.frames)
+    if length < cfg.data.frames and isinstance(chooser, PolicyChooser):
+        log.warning(
+            "'%s' has %d frames, fewer than the policy's T=%d; using the oracle's best pairs",
+            video,
+            info.frames,
+            cfg.data.frames,
+        )
+        chooser = make_baseline("oracle_best")
+    plan = plan_windows(info.frames, length)
+    work = working_size(info.height, info.width, cfg.data.size)
+    kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
+    batch = batch or windows_per_batch(info.height, info.width, length)
+    log.info(
+        "restoring %d frames of %dx%d in %d windows of %d frames (%d at a time); Γ runs at %dx%d; policy %s",
+        info.frames,
+        info.width,
+        info.height,
+        len(plan),
+        length,
+        min(batch, len(plan)),
+        work[1],
+        work[0],
+        chooser.name,
+    )
+    result = RestoreResult(0, 0.0, chooser.name, len(plan), batch, work, [] if report is not None else None)
+    started = time.perf_counter()
+    frame_iter = iter_frames(video)
+    full: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # read, not yet written: (frame, mask) full size
+    small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) at the working size
+    read = 0
+    with VideoWriter(out, info.fps, info.width, info.height) as writer:
+        for g in range(0, len(plan), batch):
+            group = plan[g : g + batch]
+            while read < group[-1].stop:
+                try:
+                    frame, mask = next(frame_iter), next(mask_iter)
+                except StopIteration:
+                    raise DataError(
+                        f"'{video}' ended after {read} of its announced {info.frames} frames (truncated?); "
+                        "nothing was written"
+                    ) from None
+                if kernel is not None:
+                    mask = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+                full[read] = (frame, mask)
+                small[read] = _shrink(frame, mask, work)
+                read += 1
+            # windows with holes go through the loop together, as a batch of episodes
+            todo = [w for w in group if any(small[i][1].any() for i in range(w.start, w.stop))]
+            done: dict[Window, tuple[np.ndarray, np.ndarray]] = {}
+            if todo:
+                filled, picked = _restore_windows(
+                    [np.stack([small[i][0] for i in range(w.start, w.stop)]) for w in todo],
+                    [np.stack([small[i][1] for i in range(w.start, w.stop)]) for w in todo],
+                    net,
+                    chooser,
+                    cfg,
+                    device,
+                )
+                done = {w: (filled[b], picked[b]) for b, w in enumerate(todo)}
+            for w in group:
+                for i in range(w.write_from, w.write_to):
+                    frame, mask = full.pop(i)
+                    row: list[int] = []
+                    if mask.any():
+                        win_filled, win_choices = done[w]
+                        frame = _composite(frame, mask, win_filled[i - w.start])
+                        row = [w.start + int(c) for c in win_choices[i - w.start]]
+                    writer.write(frame)
+                    if result.choices is not None:
+                        result.choices.append(row)
+                result.frames += w.write_to - w.write_from
+                if on_frames is not None:
+                    on_frames(w.write_to - w.write_from)
+            keep_from = plan[g + batch].start if g + batch < len(plan) else read
+            for i in [i for i in small if i < keep_from]:
+                del small[i]
+            assert len(small) <= length and len(full) <= length  # only the next window's overlap is kept
+    assert result.frames == info.frames and not full
+    result.seconds = time.perf_counter() - started
+    if report is not None:
+        atomic_write_json(
+            report,
+            {
+                "video": str(video),
+                "masks": str(masks),
+                "output": str(out),
+                "checkpoint": str(checkpoint),
+                "policy": result.policy,
+                "frames": result.frames,
+                "fps": info.fps,
+                "size": [info.width, info.height],
+                "work_size": [work[1], work[0]],
+                "windows": [[w.start, w.stop] for w in plan],
+                "seconds": round(result.seconds, 3),
+                "conditioning": result.choices,
+            },
+        )
+    return result
+
+
+def _shrink(frame: np.ndarray, mask: np.ndarray, work: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A frame (H, W, 3) and mask (H, W) at the working size; a working pixel is a hole if any pixel under it is."""
+    wh, ww = work
+    small = cv2.resize(frame, (ww, wh), interpolation=cv2.INTER_AREA)
+    # INTER_AREA gives every source pixel a positive weight (shrinking: exact area; enlarging: linear)
+    small_mask = cv2.resize(mask.astype(np.float32), (ww, wh), interpolation=cv2.INTER_AREA) > 0
+    return small, small_mask
+
+
+def _composite(frame: np.ndarray, mask: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """``frame`` (H, W, 3) with its hole pixels taken from ``filled`` (h, w, 3) resized to H x W."""
+    h, w = mask.shape
+    up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC)
+    out = frame.copy()
+    out[mask] = up[mask]
+    return out
+
+
+def _restore_windows(
+    frames: list[np.ndarray],
+    masks: list[np.ndarray],
+    net: LocalNet,
+    chooser: Chooser,
+    cfg: RunConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """B windows, each (T, h, w, 3) + masks (T, h, w), through the reconstruction loop as B episodes.
+
+    Returns the reconstructed frames uint8 (B, T, h, w, 3) and the conditioning frames (B, T, k),
+    as indices within each window.
+    """
+    clips = [Corrupted(original=f, frames=apply_masks(f, m), masks=m) for f, m in zip(frames, masks)]
+    episodes = Episodes(clips, net, None, k=cfg.k, cell=cfg.policy.cell, device=device)
+    rec = reconstruct(episodes, chooser)
+    return to_uint8(rec.video), rec.choices

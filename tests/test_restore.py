@@ -1,0 +1,500 @@
+"""rovr.restore and `rovr restore`: windows, size/fps/pixels kept, static masks, bad input, interrupts.
+
+The trained run is a tiny untrained one (Γ and an imitation policy saved with their config): restore
+must behave the same whatever the weights. The CLI runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rovr import restore as restore_module
+from rovr.cli import main
+from rovr.config import DataConfig, RunConfig, save_config
+from rovr.models.local import LocalNet, LocalNetConfig
+from rovr.models.policy import PolicyConfig, build_actor
+from rovr.restore import plan_windows, restore_video, working_size
+from rovr.train.common import RunDir, save_model
+from rovr.video import io
+
+T = 8  # the tiny run's clip length
+
+
+def tiny_config(base_channels: int = 8) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(frames=T, size=32),
+        local=LocalNetConfig(base_channels=base_channels, depth=2),
+        policy=PolicyConfig(cell=16, channels=8, hidden=32),
+    )
+
+
+def make_run(root: Path) -> Path:
+    """A run folder as `rovr train` leaves it: config.yaml, local.safetensors, policy_imitation.safetensors."""
+    torch.manual_seed(0)
+    cfg, run = tiny_config(), RunDir(root)
+    root.mkdir(parents=True)
+    save_config(cfg, run.config)
+    save_model(run.local, LocalNet(cfg.local, cfg.k), cfg)
+    save_model(run.policy("imitation"), build_actor(cfg.policy, cfg.data.frames), cfg)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs") / "tiny")
+
+
+def indexed_video(n: int, h: int, w: int) -> np.ndarray:
+    """uint8 (n, h, w, 3): frame i is flat in a colour of its own (consecutive frames differ in every channel)."""
+    i = np.arange(n)
+    colours = np.stack([20 + 9 * i % 216, 230 - 37 * i % 200, 40 + 53 * i % 190], axis=1).astype(np.uint8)
+    return np.broadcast_to(colours[:, None, None, :], (n, h, w, 3)).copy()
+
+
+def frame_order(video: Path, reference: Path, holes: np.ndarray) -> list[int]:
+    """For each frame of ``video``: the index of the ``reference`` frame whose known pixels match best."""
+    out, ref = io.read_video(video).astype(float), io.read_video(reference).astype(float)
+    order = []
+    for j in range(len(out)):
+        known = ~holes[j]
+        dist = [np.abs(out[j][known] - r[known]).mean() for r in ref]
+        order.append(int(np.argmin(dist)))
+    return order
+
+
+def moving_box_masks(n: int, h: int, w: int) -> np.ndarray:
+    """bool (n, h, w): a box of about a quarter of each side moving right (frames 0 and 3 have none)."""
+    m = np.zeros((n, h, w), bool)
+    bh, bw = max(2, h // 4), max(2, w // 4)
+    for i in range(n):
+        if i in (0, 3):
+            continue
+        x = (i * 3) % (w - bw)
+        m[i, h // 3 : h // 3 + bh, x : x + bw] = True
+    return m
+
+
+def write_masks(folder: Path, masks: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    for i, m in enumerate(masks):
+        io.write_png(folder / f"{i:05d}.png", m)
+    return folder
+
+
+#: The CLI in a child process with one torch thread, as every test here runs (see conftest.py).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def rovr(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rovr.cli", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def codec_error(frames: np.ndarray, fps: float, folder: Path) -> np.ndarray:
+    """Mean abs error (T, H, W) of encoding ``frames`` unchanged: the most a restore may add outside holes."""
+    io.write_video(folder / "reencoded.mp4", frames, fps=fps)
+    back = io.read_video(folder / "reencoded.mp4").astype(np.int16)
+    return np.abs(back - frames.astype(np.int16)).mean(axis=-1)
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every name in ``folder`` (hidden temp files included); [] if it does not exist."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 20])
+def test_windows_partition_the_video_in_order(length: int) -> None:
+    for n in range(1, 70):
+        plan = plan_windows(n, length)
+        assert len(plan) == math.ceil(n / length)
+        written = [i for w in plan for i in range(w.write_from, w.write_to)]
+        assert written == list(range(n))  # every frame once, in order
+        for w in plan:
+            assert w.stop - w.start == min(n, length)
+            assert 0 <= w.start <= w.write_from < w.write_to <= w.stop <= n
+
+
+def test_windows_share_the_overlap() -> None:
+    # 21 frames, T = 20: two windows 0..19 and 1..20, the overlap split in the middle
+    a, b = plan_windows(21, 20)
+    assert (a.start, a.stop, b.start, b.stop) == (0, 20, 1, 21)
+    assert a.write_to == b.write_from == 10
+
+
+@pytest.mark.parametrize(("h", "w", "size", "expect"), [(240, 432, 64, (64, 116)), (37, 45, 32, (32, 38))])
+def test_working_size_scales_the_short_side(h: int, w: int, size: int, expect: tuple[int, int]) -> None:
+    assert working_size(h, w, size) == expect
+
+
+@pytest.mark.parametrize(("h", "w"), [(240, 432), (37, 45), (9, 7), (20, 20)])
+def test_every_hole_pixel_is_a_hole_at_the_working_size(h: int, w: int) -> None:
+    work = working_size(h, w, 32)
+    for y, x in [(0, 0), (h - 1, w - 1), (h // 2, w // 3), (h // 3, w - 1)]:
+        mask = np.zeros((h, w), bool)
+        mask[y, x] = True  # one pixel
+        _, small = restore_module._shrink(np.zeros((h, w, 3), np.uint8), mask, work)
+        assert small.shape == work and small.any()
+    _, small = restore_module._shrink(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), bool), work)
+    assert not small.any()
+
+
+# ----------------------------------------------------------------------------- the real clip (CLI)
+
+
+def test_cli_restores_real_clip_keeping_size_fps_and_known_pixels(
+    real_dir: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    video, masks = real_dir / "schoolgirls.mp4", real_dir / "schoolgirls_mask"
+    out, report = tmp_path / "out" / "restored.mp4", tmp_path / "report.json"
+    r = rovr(
+        "restore", video, "--masks", masks, "-o", out, "--checkpoint", run_dir, "--report", report,
+        "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    info, src = io.probe(out), io.probe(video)
+    assert (info.width, info.height, info.frames) == (432, 240, 80) == (src.width, src.height, src.frames)
+    assert info.fps == pytest.approx(24.0) and info.fps == pytest.approx(src.fps)
+
+    before, after = io.read_video(video).astype(np.int16), io.read_video(out).astype(np.int16)
+    holes = io.read_masks(masks, 80, 240, 432)
+    assert holes.any(axis=(1, 2)).all()
+    near = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0 for m in holes])
+    diff = np.abs(after - before).mean(axis=-1)  # (T, H, W)
+    codec = codec_error(before.astype(np.uint8), 24, tmp_path)  # known pixels: the codec's error only
+    assert diff[~near].mean() <= 1.1 * codec[~near].mean() + 0.2
+    assert np.percentile(diff[~near], 99) <= 1.1 * np.percentile(codec[~near], 99) + 1
+    assert diff[holes].mean() > 10  # the holes were repainted (the object is gone)
+
+    rep = json.loads(report.read_text())
+    assert rep["frames"] == 80 and rep["policy"] == "imitation"
+    cond = rep["conditioning"]
+    assert len(cond) == 80
+    for t, frames in enumerate(cond):
+        assert len(frames) == 2 and len(set(frames)) == 2 and t not in frames
+        assert all(0 <= c < 80 and abs(c - t) < T for c in frames)  # within t's window
+
+
+# ----------------------------------------------------------------------------- synthetic videos
+
+
+@pytest.mark.parametrize(
+    ("n", "h", "w", "batch"),
+    [(23, 37, 45, None), (23, 37, 45, 2), (41, 24, 32, 1), (5, 24, 32, None), (8, 40, 40, None)],
+)
+def test_every_frame_written_once_in_order(
+    run_dir: Path, tmp_path: Path, n: int, h: int, w: int, batch: int | None
+) -> None:
+    """Lengths not a multiple of T, shorter than T and equal to T; odd sizes; windows one or more at a time."""
+    frames, holes = indexed_video(n, h, w), moving_box_masks(n, h, w)
+    video, report = tmp_path / "in.mp4", tmp_path / "r.json"
+    out = tmp_path / "new" / "deeper" / "out.mp4"  # missing folders are created
+    io.write_video(video, frames, fps=30)
+    masks = write_masks(tmp_path / "masks", holes)
+    calls: list[int] = []
+    res = restore_video(video, masks, out, run_dir, report=report, on_frames=calls.append, batch=batch)
+    assert res.frames == sum(calls) == n and res.windows == math.ceil(n / T)
+    info = io.probe(out)
+    assert (info.frames, info.width, info.height) == (n, w, h) and info.fps == pytest.approx(30.0)
+    assert frame_order(out, video, holes) == list(range(n))
+    cond = json.loads(report.read_text())["conditioning"]
+    assert len(cond) == n
+    for t in range(n):
+        if holes[t].any():
+            assert len(cond[t]) == 2 and t not in cond[t] and all(0 <= c < n for c in cond[t])
+        else:
+            assert cond[t] == []
+    assert res.policy == ("imitation" if n >= T else "oracle_best")
+
+
+def test_batching_windows_changes_nothing(run_dir: Path, tmp_path: Path) -> None:
+    n, h, w = 30, 32, 48
+    rng = np.random.default_rng(1)
+    video = tmp_path / "in.mp4"
+    io.write_video(video, rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8), fps=24)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    outs = []
+    for batch in (1, 4):
+        out, report = tmp_path / f"o{batch}.mp4", tmp_path / f"r{batch}.json"
+        res = restore_video(video, masks, out, run_dir, report=report, batch=batch)
+        assert res.batch == batch and res.windows == 4
+        outs.append((io.read_video(out).astype(int), json.loads(report.read_text())["conditioning"]))
+    assert outs[0][1] == outs[1][1]
+    assert np.abs(outs[0][0] - outs[1][0]).max() <= 2  # float rounding of batched convolutions at most
+
+
+class CapturingWriter:
+    """Stands in for VideoWriter: keeps the frames restore writes, before any encoding."""
+
+    frames: list[np.ndarray] = []
+
+    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+        self.shape = (height, width, 3)
+        CapturingWriter.frames = []
+
+    def __enter__(self) -> CapturingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def write(self, frame: np.ndarray) -> None:
+        assert frame.shape == self.shape and frame.dtype == np.uint8
+        CapturingWriter.frames.append(frame.copy())
+
+
+def test_static_mask_changes_only_the_grown_holes(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One mask image for every frame, grown by --dilate 3; the frames written (before encoding)
+    equal the decoded input exactly outside the grown hole, and differ inside it."""
+    n, h, w = 12, 47, 63
+    y, x = np.mgrid[0:h, 0:w]
+    texture = (30 * np.sin(x / 4.0) * np.cos(y / 5.0))[None, :, :, None]
+    frames = np.clip(indexed_video(n, h, w) + texture, 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), bool)
+    hole[16:30, 20:40] = True
+    video, mask = tmp_path / "in.mp4", tmp_path / "mask.png"
+    io.write_video(video, frames, fps=25)
+    io.write_png(mask, hole)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    res = restore_video(video, mask, tmp_path / "out.mp4", run_dir, dilate=3)
+    assert res.frames == n and res.choices is None  # no report asked, nothing collected
+    before, after = io.read_video(video).astype(int), np.stack(CapturingWriter.frames).astype(int)
+    assert after.shape == before.shape
+    grown = cv2.dilate(hole.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert np.array_equal(after[:, ~grown], before[:, ~grown])
+    diff = np.abs(after - before).mean(axis=-1)
+    assert diff[:, hole].mean() > 10 and diff[:, grown & ~hole].mean() > 10  # the grown ring is repainted too
+
+
+def test_frame_folder_without_holes_is_copied(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DAVIS-style folder of frames and an empty mask: every frame is written as read, Γ never runs."""
+    n, h, w = 11, 30, 40
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    io.write_frames(tmp_path / "frames", frames)
+    io.write_png(tmp_path / "empty.png", np.zeros((h, w), bool))
+
+    def no_gamma(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Γ ran on a video without holes")
+
+    monkeypatch.setattr(restore_module, "_restore_windows", no_gamma)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    report = tmp_path / "r.json"
+    res = restore_video(
+        tmp_path / "frames", tmp_path / "empty.png", tmp_path / "o.mp4", run_dir, report=report
+    )
+    assert res.frames == n and np.array_equal(np.stack(CapturingWriter.frames), frames)
+    assert json.loads(report.read_text())["conditioning"] == [[]] * n
+
+
+def test_frames_are_held_only_until_written(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is bounded: no more than batch x T frames are ever read ahead of the writer."""
+    n, h, w, batch = 70, 24, 32, 2
+    video = tmp_path / "in.mp4"
+    io.write_video(video, indexed_video(n, h, w), fps=24)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    reads: list[int] = []
+    ahead: list[int] = []
+
+    def counting_frames(path: Path) -> Iterator[np.ndarray]:
+        for frame in io.iter_frames(path):
+            reads.append(1)
+            yield frame
+
+    class CountingWriter(CapturingWriter):
+        def write(self, frame: np.ndarray) -> None:
+            ahead.append(len(reads) - len(CapturingWriter.frames))
+            super().write(frame)
+
+    monkeypatch.setattr(restore_module, "iter_frames", counting_frames)
+    monkeypatch.setattr(restore_module, "VideoWriter", CountingWriter)
+    res = restore_video(video, masks, tmp_path / "o.mp4", run_dir, batch=batch)
+    assert res.frames == len(CapturingWriter.frames) == len(reads) == n
+    assert 0 < max(ahead) <= batch * T
+
+
+def test_interrupt_leaves_no_output_and_no_temp_file(run_dir: Path, tmp_path: Path) -> None:
+    n, h, w = 20, 24, 32
+    video = tmp_path / "in.mp4"
+    io.write_video(video, indexed_video(n, h, w), fps=24)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def interrupt(done: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(
+            video, masks, out_dir / "o.mp4", run_dir, report=out_dir / "r.json", on_frames=interrupt
+        )
+    assert files_in(out_dir) == []
+
+
+def test_ctrl_c_on_the_cli_leaves_nothing(run_dir: Path, tmp_path: Path) -> None:
+    n, h, w = 400, 64, 64
+    video = tmp_path / "in.mp4"
+    io.write_video(video, indexed_video(n, h, w) // 2 + 60, fps=24)
+    masks = tmp_path / "mask.png"
+    io.write_png(masks, moving_box_masks(2, h, w)[1])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [sys.executable, "-m", "rovr.cli", "restore", str(video), "--masks", str(masks)]
+    cmd += ["-o", str(out_dir / "o.mp4"), "--checkpoint", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not files_in(out_dir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # the encoder's temp file appears when restoring starts
+    time.sleep(0.2)  # well into the streaming loop
+    assert proc.poll() is None, "restore finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("rovr: interrupted")
+    assert files_in(out_dir) == []
+
+
+# ----------------------------------------------------------------------------- bad input (CLI)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10-frame 40x32 video with its mask folder, a wrong-count folder, a wrong-size mask, odd runs."""
+    d = tmp_path_factory.mktemp("inputs")
+    n, h, w = 10, 32, 40
+    io.write_video(d / "v.mp4", indexed_video(n, h, w), fps=24)
+    write_masks(d / "masks", moving_box_masks(n, h, w))
+    write_masks(d / "three", moving_box_masks(3, h, w))
+    io.write_png(d / "small.png", np.ones((16, 16), bool))
+    (d / "junk.mp4").write_bytes(b"not a video at all" * 100)
+    (d / "afile").write_text("x")
+    # config.yaml says base_channels=8, local.safetensors was made with 16
+    other = make_run(d / "other")
+    save_model(RunDir(other).local, LocalNet(LocalNetConfig(base_channels=16, depth=2)), tiny_config(16))
+    # config.yaml says T=10, the checkpoints were made with T=8
+    mixed = make_run(d / "mixed")
+    cfg10 = tiny_config()
+    cfg10.data.frames = 10
+    save_config(cfg10, RunDir(mixed).config)
+    return d
+
+
+BAD = {
+    "missing video": ["restore", "{d}/nope.mp4", "--masks", "{d}/masks", "-o", "{o}"],
+    "unreadable video": ["restore", "{d}/junk.mp4", "--masks", "{d}/masks", "-o", "{o}"],
+    "missing masks": ["restore", "{d}/v.mp4", "--masks", "{d}/nomasks", "-o", "{o}"],
+    "wrong mask count": ["restore", "{d}/v.mp4", "--masks", "{d}/three", "-o", "{o}"],
+    "mask size": ["restore", "{d}/v.mp4", "--masks", "{d}/small.png", "-o", "{o}"],
+    "no checkpoint": [
+        "restore",
+        "{d}/v.mp4",
+        "--masks",
+        "{d}/masks",
+        "-o",
+        "{o}",
+        "--checkpoint",
+        "{d}/none",
+    ],
+    "not a run": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--checkpoint", "{d}/masks"],
+    "other config": [
+        "restore",
+        "{d}/v.mp4",
+        "--masks",
+        "{d}/masks",
+        "-o",
+        "{o}",
+        "--checkpoint",
+        "{d}/other",
+    ],
+    "checkpoints of another T": [
+        "restore",
+        "{d}/v.mp4",
+        "--masks",
+        "{d}/masks",
+        "-o",
+        "{o}",
+        "--checkpoint",
+        "{d}/mixed",
+    ],  # fmt: skip
+    "unknown policy": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--policy", "nonsense"],
+    "output under a file": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/afile/o.mp4"],
+    "output is a folder": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/dir.mp4"],
+    "output not mp4": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{od}/o.avi"],
+    "output is the input": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/v.mp4"],
+    "negative dilation": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--dilate", "-2"],
+}
+
+
+def bad_args(case: str, inputs: Path, run_dir: Path, out_dir: Path) -> list[str]:
+    args = [a.format(d=inputs, o=out_dir / "o.mp4", od=out_dir) for a in BAD[case]]
+    (inputs / "dir.mp4").mkdir(exist_ok=True)
+    return args + ([] if "--checkpoint" in args else ["--checkpoint", str(run_dir)]) + ["--no-progress"]
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_and_leaves_nothing(
+    case: str, inputs: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In process (fast): ``main`` returns 2 after one ``rovr: error:`` line; no file is left or touched."""
+    out_dir = tmp_path / "out"
+    args = bad_args(case, inputs, run_dir, out_dir)
+    before = files_in(inputs)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rovr: error:"), err
+    assert files_in(out_dir) == [] and files_in(inputs) == before
+    assert io.probe(inputs / "v.mp4").frames == 10  # the input is untouched
+
+
+@pytest.mark.parametrize("case", ["other config", "output is the input"])
+def test_bad_input_in_a_real_process(case: str, inputs: Path, run_dir: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    r = rovr(*bad_args(case, inputs, run_dir, out_dir), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rovr: error:"), r.stderr
+    assert files_in(out_dir) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_folder(inputs: Path, run_dir: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = rovr(
+        "restore", inputs / "v.mp4", "--masks", inputs / "masks", "-o", locked / "o.mp4",
+        "--checkpoint", run_dir, "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("rovr: error:") and len(r.stderr.splitlines()) == 1
+    assert files_in(locked) == []
