@@ -33,6 +33,13 @@ from rovr.metrics.perceptual import (
 LOGGER = "rovr.metrics.perceptual"
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees a process that has not yet tried a download or given the fallback notice."""
+    monkeypatch.setattr(P, "_NOTICES", set())
+    monkeypatch.setattr(P, "_FAILED_DOWNLOADS", {})
+
+
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
     """Random VGG16 weights as torchvision saves them: ``features.N.*`` (+ a classifier key to ignore)."""
@@ -325,3 +332,21 @@ def test_lambda_schedule_endpoints_and_shape(rate: float) -> None:
 def test_lambda_schedule_rejects_zero_steps() -> None:
     with pytest.raises(ValueError, match="steps"):
         lambda_schedule(0, 0, 0.9, 5.0)
+
+
+def test_fallback_notice_and_download_attempt_happen_once_per_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    calls = []
+
+    def offline(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(P.urllib.request, "urlopen", offline)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for _ in range(3):
+            assert build_perceptual(MetricConfig(perceptual="auto"), "cpu", download=True).name == "ssim"
+    assert len(calls) == 1
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
