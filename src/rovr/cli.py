@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "rovr: interrupted; finished checkpoints are kept and a rerun resumes, nothing half-written was left",
+            "rovr: interrupted; nothing half-written was left (training stages resume when rerun)",
             file=sys.stderr,
         )
         return 130
