@@ -295,13 +295,20 @@ class SyntheticVideos:
             canvas = canvas[:, ::-1]
         ch, cw = canvas.shape[:2]
 
-        # Camera: centre, zoom (output px per canvas px) and angle, eased between two random poses.
-        zoom = rng.uniform(1.0, 1.35, size=2)
-        angle = rng.uniform(-6.0, 6.0, size=2)
+        # Camera: centre, zoom (output px per canvas px) and angle, eased between two nearby random
+        # poses: a smooth pan of 5-30 % of the frame over the clip, a zoom change within ±8 % and a
+        # rotation within ±3°, so distant frames still show most of the same scene, shifted.
+        z0 = rng.uniform(1.0, 1.3)
+        zoom = np.array([z0, z0 * rng.uniform(0.92, 1.08)])
+        a0 = rng.uniform(-4.0, 4.0)
+        angle = np.array([a0, a0 + rng.uniform(-3.0, 3.0)])
         r = S * math.sqrt(2) / 2 / zoom.min() + 1  # the view's half-diagonal, in canvas pixels
-        centre = np.stack(
-            [rng.uniform(r, max(r, cw - r), size=2), rng.uniform(r, max(r, ch - r), size=2)], axis=1
-        )
+        lo, hi = np.array([r, r]), np.array([max(r, cw - r), max(r, ch - r)])
+        start = rng.uniform(lo, hi)
+        theta_cam = rng.uniform(0, 2 * math.pi)
+        travel = S * rng.uniform(0.05, 0.3) / zoom.mean()
+        end = np.clip(start + travel * np.array([math.cos(theta_cam), math.sin(theta_cam)]), lo, hi)
+        centre = np.stack([start, end])  # (pose, axis): (x, y) at the first and the last frame
         u = np.linspace(0.0, 1.0, T)
         ease = u * u * (3 - 2 * u) if rng.random() < 0.5 else u
 

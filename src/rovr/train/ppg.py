@@ -1,0 +1,652 @@
+"""Stage 3 — Phasic Policy Gradient (paper §6.3; Cobbe et al. 2021, "Phasic Policy Gradient").
+
+Policy phase, repeated N_π times: collect rollouts (B episodes through the one reconstruction loop,
+:class:`~rovr.reconstruct.Episodes`), compute returns and advantages, then E_π epochs of the clipped
+surrogate with an entropy bonus on the actor and E_V epochs of value regression (L_V, §6.3) on the
+separate critic. Auxiliary phase: E_aux epochs of behaviour cloning to the pre-phase policy
+(β_clone · KL) plus distillation of the value target into the actor's auxiliary value head; the
+critic is trained again there. Optionally Γ keeps training on L_R (Eq. 1) over each rollout (§6.3).
+
+Returns: rewards-to-go with γ = 1 (the paper's choice), or GAE(γ, λ); λ = 1 gives exactly the
+rewards-to-go R_t and the advantage R_t − V(s_t).
+
+Sign of the advantage: the paper (§6.3) writes Â_t = V(s_t) − R_t. With that sign, maximising
+L^CLIP would *lower* the probability of actions that did better than the critic expected — the
+gradient points the wrong way. We use the standard Â_t = R_t − V(s_t), normalised per batch (over
+all ranks).
+
+Layout: the tested math (pure functions), the rollout storage (:class:`Batch`), :class:`Learner`
+(rollout collection and the PPG updates, independent of Γ and of the data, so it can be tested on a
+toy problem), and :class:`Trainer` (Γ, data, Γ updates, checkpoints, the loop of two phases).
+Under ``torchrun`` each rank collects its own episodes; gradients and statistics are averaged, and
+rank 0 alone writes checkpoints and logs (:mod:`rovr.train.dist`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rovr.checkpoint import (
+    load_checkpoint,
+    load_optimizer,
+    load_state,
+    optimizer_tensors,
+    save_checkpoint,
+    state_tensors,
+)
+from rovr.config import PPGConfig, RunConfig, to_dict
+from rovr.data.clips import ClipSet
+from rovr.data.corruption import corrupt
+from rovr.errors import CheckpointError, RovrError
+from rovr.metrics.flow import build_flow
+from rovr.metrics.perceptual import build_perceptual, reconstruction_loss
+from rovr.models.local import LocalNet
+from rovr.models.policy import (
+    ActorNet,
+    CriticNet,
+    InvalidLogitsError,
+    PolicyObs,
+    build_actor,
+    build_critic,
+    pair_entropy,
+    pair_log_prob,
+    pair_log_prob_table,
+    sample_topk,
+)
+from rovr.reconstruct import Episodes, Observation, StepInfo
+from rovr.train import dist
+from rovr.train.common import (
+    MetricLog,
+    RunDir,
+    check_same_architecture,
+    load_model,
+    save_model,
+    seed_everything,
+    setup_torch,
+)
+
+log = logging.getLogger(__name__)
+
+#: Gradients of every PPG update are clipped to this global L2 norm (as cleanrl / SB3 do).
+MAX_GRAD_NORM = 1.0
+#: Γ's learning rate during PPG (``ppg.train_local``), relative to ``pretrain.lr``: where stage 1's
+#: cosine schedule ends (train/local.py anneals to 5 % of its learning rate).
+LOCAL_LR_FACTOR = 0.05
+
+
+def policy_name(cfg: RunConfig) -> str:
+    """Table 2 name of the policy a config trains: rovr_{flow|noflow}_{warm|cold}."""
+    return f"rovr_{'flow' if cfg.ppg.flow_reward else 'noflow'}_{'warm' if cfg.ppg.warm_start else 'cold'}"
+
+
+# ============================================================================= the math (tested)
+
+
+def rewards_to_go(rewards: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """R_t = Σ_{u ≥ t} γ^{u−t} r_u along the last axis (§6.3; γ = 1: a reversed cumulative sum). (..., T)."""
+    out = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[..., 0])
+    for t in reversed(range(rewards.shape[-1])):
+        running = rewards[..., t] + gamma * running
+        out[..., t] = running
+    return out
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(γ, λ) of fixed-length episodes that end in a terminal state. rewards, values (..., T).
+
+    δ_t = r_t + γ V(s_{t+1}) − V(s_t) with V = 0 after the last step; Â_t = Σ_l (γλ)^l δ_{t+l}.
+    Returns (advantages Â, returns Â + V), each (..., T). λ = 1: Â_t = R_t − V(s_t), returns = R_t.
+    """
+    next_v = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    delta = rewards + gamma * next_v - values
+    adv = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[..., 0])
+    for t in reversed(range(rewards.shape[-1])):
+        running = delta[..., t] + gamma * lam * running
+        adv[..., t] = running
+    return adv, adv + values
+
+
+class Surrogate(NamedTuple):
+    loss: torch.Tensor  # scalar to minimise: −L^CLIP
+    approx_kl: torch.Tensor  # scalar, detached: E[(r − 1) − log r]
+    clipfrac: torch.Tensor  # scalar, detached: fraction of samples with |r − 1| > ε
+
+
+def clipped_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float
+) -> Surrogate:
+    """L^CLIP (§6.3) as a loss: −E[min(r Â, clip(r, 1 − ε, 1 + ε) Â)], r = π_θ(a|s) / π_θold(a|s). (N,) each."""
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    loss = -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip).float().mean()
+    return Surrogate(loss, approx_kl, clipfrac)
+
+
+def pair_kl(old_logits: torch.Tensor, logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL(π_old ‖ π) over unordered pairs (exact Gumbel-top-2 probabilities), mean over the batch.
+
+    old_logits, logits (B, T) with −inf at the same (masked) frames -> scalar. Pairs π_old cannot
+    draw contribute 0 (0 · log 0 = 0), with no NaN in the backward pass.
+    """
+    lp_old = pair_log_prob_table(old_logits, tau)[0]  # (B, P)
+    lp = pair_log_prob_table(logits, tau)[0]
+    keep = torch.isfinite(lp_old)
+    zero = torch.zeros_like(lp)
+    lp_old, lp = torch.where(keep, lp_old, zero), torch.where(keep, lp, zero)
+    return torch.where(keep, lp_old.exp() * (lp_old - lp), zero).sum(dim=1).mean()
+
+
+class AuxLoss(NamedTuple):
+    loss: torch.Tensor  # value_loss + β_clone · kl
+    value_loss: torch.Tensor  # mean (V_aux(s) − V_targ)²
+    kl: torch.Tensor  # KL(π_old ‖ π)
+
+
+def auxiliary_loss(
+    aux_value: torch.Tensor,
+    value_target: torch.Tensor,
+    old_logits: torch.Tensor,
+    logits: torch.Tensor,
+    tau: float,
+    beta_clone: float,
+) -> AuxLoss:
+    """PPG's joint loss of the auxiliary phase: distil V_targ into the actor's aux head, keep π near π_old.
+
+    L = mean (V_aux − V_targ)² + β_clone · KL(π_old ‖ π). aux_value, value_target (N,); logits (N, T).
+    (The squared error is not halved, like the paper's L_V.)
+    """
+    value_loss = F.mse_loss(aux_value, value_target)
+    kl = pair_kl(old_logits, logits, tau)
+    return AuxLoss(value_loss + beta_clone * kl, value_loss, kl)
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """1 − Var[target − pred] / Var[target] (1 = perfect critic, 0 = a constant); NaN if target is constant."""
+    var = float(target.var())
+    return float("nan") if var == 0 else 1.0 - float((target - pred).var()) / var
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Observation in [0, 1] -> uint8 (as stored in a :class:`Batch`)."""
+    return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
+def dequantize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1]."""
+    return x.float().div_(255.0)
+
+
+# ============================================================================= rollout storage
+
+
+@dataclass
+class Batch:
+    """Transitions of one iteration, flattened over (episode, step): N = B · T, row b · T + s.
+
+    Observations are stored as uint8 and the policy acted on exactly these (dequantised) values, so
+    the first update's probability ratio is 1.
+    """
+
+    video: torch.Tensor  # (N, 3, G·c, G·c) uint8, tiled current video (Fig. 2)
+    target: torch.Tensor  # (N, 3, c, c) uint8, low-res target frame
+    t: torch.Tensor  # (N,) long, target index
+    pairs: torch.Tensor  # (N, 2) long, the chosen frames i < j
+    logp: torch.Tensor  # (N,) log π_old(pair | s)
+    value: torch.Tensor  # (N,) V(s) at collection time
+    returns: torch.Tensor  # (N,) value target: R_t (λ = 1) or Â + V
+    adv: torch.Tensor  # (N,) Â, not normalised
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    def obs(self, idx: torch.Tensor) -> PolicyObs:
+        """The (float) policy input of rows ``idx``."""
+        return PolicyObs(dequantize(self.video[idx]), dequantize(self.target[idx]), self.t[idx])
+
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        """The transitions of several batches in one (the auxiliary phase's buffer)."""
+        return Batch(
+            **{f.name: torch.cat([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(Batch)}
+        )
+
+
+class RolloutEnv(Protocol):
+    """What :meth:`Learner.rollout` needs of the environment: B episodes stepped together
+    (:class:`~rovr.reconstruct.Episodes`, or a toy problem in the tests)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def observation(self) -> Observation: ...
+
+    def step(self, pairs: torch.Tensor) -> StepInfo: ...
+
+
+class Diverged(RovrError):
+    """A PPG loss or gradient became NaN/inf."""
+
+
+# ============================================================================= rollouts and updates
+
+
+class Learner:
+    """PPG for an actor (with an auxiliary value head) and a separate critic (§5.2, §6.3).
+
+    Owns the two optimizers and the random generators; knows nothing of Γ or of the data, so the
+    update logic can be checked on a toy problem. ``cfg`` is the ``ppg`` section, ``tau`` the
+    policy's Gumbel temperature.
+    """
+
+    def __init__(
+        self, actor: ActorNet, critic: CriticNet, cfg: PPGConfig, tau: float, device: torch.device
+    ) -> None:
+        self.actor, self.critic, self.cfg, self.tau, self.device = actor, critic, cfg, tau, device
+        self.opt_pi = torch.optim.Adam(actor.parameters(), lr=cfg.lr)
+        self.opt_v = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator()  # minibatch order (CPU)
+        self.sample_gen = torch.Generator(device=device)  # Gumbel noise of the actions
+        self.reseed(0)
+
+    def reseed(self, seed: int) -> None:
+        """Reset both generators (the trainer reseeds every iteration, so a resumed run repeats exactly)."""
+        self.gen.manual_seed(seed)
+        self.sample_gen.manual_seed(seed + 1)
+
+    # -- rollout -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, env: RolloutEnv) -> tuple[Batch, dict[str, float]]:
+        """Run B episodes to the end with pairs drawn from π (Gumbel top-2, §5.2.1); return the batch and stats.
+
+        Rewards are multiplied by ``ppg.reward_scale`` for the returns; the logged return is the
+        unscaled one (the MDP's: Σ_t L_P improvements + w · O).
+        """
+        cfg = self.cfg
+        rec: dict[str, list[torch.Tensor]] = defaultdict(list)  # one (B, ...) entry per step
+        flow_rec: torch.Tensor | None = None
+        self.actor.eval()
+        self.critic.eval()
+        while not env.done:
+            o = env.observation()
+            video, target = quantize(o.video), quantize(o.target)  # what the batch keeps
+            obs = PolicyObs(dequantize(video), dequantize(target), o.t)
+            logits = self.actor(obs).logits  # (B, T), −inf at t
+            pairs = sample_topk(logits, 2, self.tau, generator=self.sample_gen)  # (B, 2), i < j
+            logp = pair_log_prob(logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob)
+            value = self.critic(obs)  # (B,)
+            info = env.step(pairs)
+            step = {"video": video, "target": target, "t": o.t, "pairs": pairs, "logp": logp, "value": value}
+            step |= {"reward": info.reward, "loss": info.loss_after, "coverage": info.coverage}
+            for key, v in step.items():
+                rec[key].append(v.to(self.device))
+            if info.flow_recovery is not None:
+                flow_rec = info.flow_recovery
+        self.actor.train()
+        self.critic.train()
+        steps = {k: torch.stack(v, dim=1) for k, v in rec.items()}  # (B, T, ...)
+        rewards = steps["reward"].float()  # (B, T)
+        adv, returns = gae(rewards * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
+        batch = Batch(
+            video=steps["video"].flatten(0, 1),
+            target=steps["target"].flatten(0, 1),
+            t=steps["t"].flatten(0, 1),
+            pairs=steps["pairs"].flatten(0, 1),
+            logp=steps["logp"].flatten(0, 1),
+            value=steps["value"].flatten(0, 1),
+            returns=returns.flatten(0, 1),
+            adv=adv.flatten(0, 1),
+        )
+        cov = steps["coverage"].float()
+        stats = {
+            "charts/episodic_return": float(rewards.sum(dim=1).mean()),
+            "charts/perceptual_loss": float(steps["loss"].float().mean()),
+            "charts/coverage": float(cov.mean()),
+            "charts/valid_rate": float((cov >= 1).float().mean()),
+        }
+        if flow_rec is not None:
+            stats["charts/flow_recovery"] = float(flow_rec.float().mean())
+        return batch, stats
+
+    # -- policy phase ------------------------------------------------------------------------------
+    def policy_epochs(self, batch: Batch) -> dict[str, float]:
+        """E_π epochs of the clipped surrogate with an entropy bonus on π, then E_V epochs of L_V on V."""
+        cfg = self.cfg
+        mean, std = dist.global_mean_std(batch.adv)  # over all ranks' episodes
+        adv = (batch.adv - mean) / (std + 1e-8)
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac")
+        }
+        for _ in range(cfg.e_pi):
+            for idx in self.minibatches(len(batch)):
+                logits = self.actor(batch.obs(idx)).logits  # (n, T)
+                pairs = batch.pairs[idx]
+                logp = pair_log_prob(logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob)
+                surrogate = clipped_surrogate(logp, batch.logp[idx], adv[idx], cfg.clip)
+                entropy = pair_entropy(logits, self.tau).mean()
+                self.step(self.opt_pi, self.actor, surrogate.loss - cfg.ent_coef * entropy)
+                stats["losses/policy_loss"].append(surrogate.loss.item())
+                stats["losses/entropy"].append(entropy.item())
+                stats["losses/approx_kl"].append(surrogate.approx_kl.item())
+                stats["losses/clipfrac"].append(surrogate.clipfrac.item())
+        value_losses = [loss for _ in range(cfg.e_v) for loss in self.value_epoch(batch)]
+        out = {k: float(np.mean(v)) for k, v in stats.items() if v}
+        if value_losses:
+            out["losses/value_loss"] = float(np.mean(value_losses))
+        out["losses/explained_variance"] = explained_variance(batch.value, batch.returns)
+        return out
+
+    def value_epoch(self, batch: Batch) -> list[float]:
+        """One epoch of L_V = mean (R_t − V(s_t))² (§6.3) on the critic; the minibatch losses."""
+        losses = []
+        for idx in self.minibatches(len(batch)):
+            loss = F.mse_loss(self.critic(batch.obs(idx)), batch.returns[idx])
+            self.step(self.opt_v, self.critic, loss)
+            losses.append(loss.item())
+        return losses
+
+    # -- auxiliary phase ---------------------------------------------------------------------------
+    def auxiliary_phase(self, batches: list[Batch]) -> dict[str, float]:
+        """E_aux epochs of β_clone · KL(π_old ‖ π) + aux-head value distillation, each followed by a critic epoch.
+
+        π_old is the policy at the start of the phase; the value target is each batch's ``returns``.
+        """
+        cfg = self.cfg
+        buf = Batch.cat(batches)
+        with torch.no_grad():
+            old_logits = torch.cat(
+                [self.actor(buf.obs(idx)).logits for idx in self.minibatches(len(buf), shuffle=False)]
+            )  # (N, T)
+        kls, aux_losses, v_losses = [], [], []
+        for _ in range(cfg.e_aux):
+            for idx in self.minibatches(len(buf)):
+                out = self.actor(buf.obs(idx))
+                aux = auxiliary_loss(
+                    out.aux_value, buf.returns[idx], old_logits[idx], out.logits, self.tau, cfg.beta_clone
+                )
+                self.step(self.opt_pi, self.actor, aux.loss)
+                kls.append(aux.kl.item())
+                aux_losses.append(aux.value_loss.item())
+            v_losses.extend(self.value_epoch(buf))
+        if not kls:
+            return {}
+        return {
+            "losses/aux_value_loss": float(np.mean(aux_losses)),
+            "losses/clone_kl": float(np.mean(kls)),
+            "losses/aux_critic_loss": float(np.mean(v_losses)),
+        }
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def minibatches(self, n: int, shuffle: bool = True) -> list[torch.Tensor]:
+        """Index tensors of ``ppg.minibatch`` rows (the last one may be shorter), on the batch device."""
+        order = torch.randperm(n, generator=self.gen) if shuffle else torch.arange(n)
+        order = order.to(self.device)
+        return list(order.split(self.cfg.minibatch))
+
+    def step(self, opt: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss``: backward, all-reduce, clip, step (raises :class:`Diverged`)."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        apply_gradients(opt, model, loss)
+
+
+def apply_gradients(opt: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor) -> None:
+    """Average the gradients over ranks, clip them to :data:`MAX_GRAD_NORM` and step.
+
+    A non-finite loss or gradient on any rank stops every rank with :class:`Diverged`, before the
+    weights change.
+    """
+    dist.allreduce_gradients(model.parameters())
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+    bad = not (bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(norm)))
+    if dist.any_rank(bad):
+        raise Diverged(f"loss {loss.item():.4g}, gradient norm {norm.item():.4g}")
+    opt.step()
+
+
+# ============================================================================= the trainer
+
+
+class Trainer:
+    """Everything one PPG run needs (Γ, data, learner, checkpoints); :meth:`train` is the loop."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
+        self.cfg, self.run, self.progress = cfg, run, progress
+        self.device = setup_torch(cfg)
+        dist.init_from_env(self.device)
+        self.name = policy_name(cfg)
+        seed_everything(cfg.seed + 1000 * dist.rank())
+        # models: Γ (pretrained, stage 1), actor (warm: imitation, stage 2), critic; rank 0's weights everywhere
+        self.net = LocalNet(cfg.local, cfg.k).to(self.device).eval()
+        load_model(run.local, self.net, cfg, "rovr pretrain-local")
+        actor = build_actor(cfg.policy, cfg.data.frames).to(self.device)
+        critic = build_critic(cfg.policy, cfg.data.frames).to(self.device)
+        if cfg.ppg.warm_start:
+            load_model(run.policy("imitation"), actor, cfg, "rovr imitate")
+        for module in (actor, critic):
+            dist.broadcast_module(module)
+        self.learner = Learner(actor, critic, cfg.ppg, cfg.policy.tau, self.device)
+        self.local_lr = cfg.pretrain.lr * LOCAL_LR_FACTOR
+        self.opt_local = (
+            torch.optim.Adam(self.net.parameters(), lr=self.local_lr) if cfg.ppg.train_local else None
+        )
+        with dist.main_first():  # rank 0 may download metric weights into the shared cache
+            self.perceptual = build_perceptual(cfg.metric, self.device, download=dist.is_main())
+            self.flow = (
+                build_flow(cfg.metric, self.device, download=dist.is_main()) if cfg.ppg.flow_reward else None
+            )
+        self.clips = ClipSet(cfg.data, "train")
+        if len(self.clips) == 0:
+            raise RovrError(f"no training clips in '{cfg.data.source}'; add videos or lower data.frames")
+        self.rng = np.random.default_rng([cfg.seed, dist.rank()])  # reseeded every iteration
+        self.iteration = 0
+        self.metrics = MetricLog(run.logs, enabled=dist.is_main())
+
+    def reseed(self, iteration: int) -> None:
+        """Episodes, actions and minibatches of ``iteration`` on this rank depend on (seed, rank, iteration) only."""
+        seq = np.random.SeedSequence([self.cfg.seed, dist.rank(), iteration])
+        self.rng = np.random.default_rng(seq)
+        self.learner.reseed(int(seq.generate_state(1, np.uint32)[0]))
+
+    def episodes(self) -> Episodes:
+        """B fresh episodes: random training clips, each with a fresh corruption (new masks)."""
+        cfg = self.cfg
+        idx = self.rng.integers(len(self.clips), size=cfg.ppg.episodes_per_iter)
+        seeds = self.rng.integers(2**31, size=len(idx))
+        clips = [corrupt(self.clips[int(i)].frames, cfg.corruption, seed=int(s)) for i, s in zip(idx, seeds)]
+        return Episodes(
+            clips,
+            self.net,
+            self.perceptual,
+            k=cfg.k,
+            cell=cfg.policy.cell,
+            flow=self.flow,
+            flow_weight=cfg.ppg.flow_weight,
+            device=self.device,
+        )
+
+    def update_local(self, ep: Episodes, batch: Batch) -> dict[str, float]:
+        """§6.3: one step of Γ on L_R (Eq. 1, λ = λ_max where pretraining ends) over this rollout's (target, pair)s."""
+        assert self.opt_local is not None
+        pairs = batch.pairs.view(ep.batch_size, ep.num_frames, 2)  # (B, T, 2), step order
+        self.net.train()
+        self.opt_local.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for s in range(ep.num_frames):  # one backward per step: the graph of one Γ call at a time
+            ep.step_index = s
+            x_hat = ep.rebuild(pairs[:, s])
+            loss = reconstruction_loss(
+                x_hat, ep.original[:, ep.t], self.perceptual, self.cfg.pretrain.lambda_max
+            )
+            (loss / ep.num_frames).backward()
+            total += loss.detach() / ep.num_frames
+        ep.step_index = ep.num_frames
+        apply_gradients(self.opt_local, self.net, total)
+        self.net.eval()
+        return {"losses/local_loss": float(total)}
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def save_resume(self) -> None:
+        """Rank 0: actor, critic, optimizers (and Γ when it trains) at the end of an auxiliary phase."""
+        if not dist.is_main():
+            return
+        learner = self.learner
+        tensors = {**state_tensors(learner.actor, "actor."), **state_tensors(learner.critic, "critic.")}
+        meta: dict[str, Any] = {
+            "config": to_dict(self.cfg),
+            "iteration": self.iteration,
+            "stage": "ppg",
+            "policy": self.name,
+        }
+        opts: dict[str, torch.optim.Optimizer] = {"opt_pi": learner.opt_pi, "opt_v": learner.opt_v}
+        if self.opt_local is not None:
+            tensors.update(state_tensors(self.net, "local."))
+            opts["opt_local"] = self.opt_local
+        for key, opt in opts.items():
+            ot, om = optimizer_tensors(opt, prefix=f"{key}.")
+            tensors.update(ot)
+            meta[key] = om
+        save_checkpoint(self.run.resume(self.name), tensors, meta)
+
+    def try_resume(self) -> None:
+        """Continue from ``resume_<policy>.safetensors`` if it exists (every rank reads it)."""
+        path = self.run.resume(self.name)
+        if not path.is_file():
+            return
+        tensors, meta = load_checkpoint(path)
+        check_same_architecture(self.cfg, meta, path)
+        learner = self.learner
+        load_state(learner.actor, tensors, "actor.", path)
+        load_state(learner.critic, tensors, "critic.", path)
+        opts: dict[str, torch.optim.Optimizer] = {"opt_pi": learner.opt_pi, "opt_v": learner.opt_v}
+        if self.opt_local is not None and "opt_local" in meta:
+            load_state(self.net, tensors, "local.", path)
+            opts["opt_local"] = self.opt_local
+        for key, opt in opts.items():
+            load_optimizer(opt, tensors, meta[key], prefix=f"{key}.")
+            for (
+                group
+            ) in opt.param_groups:  # the learning rate of this config wins (e.g. lowered after a divergence)
+                group["lr"] = self.local_lr if key == "opt_local" else self.cfg.ppg.lr
+        self.iteration = int(meta["iteration"])
+        log.info("ppg: resuming %s from iteration %d (%s)", self.name, self.iteration, path)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def train(self) -> Path:
+        """Run PPG: phases of N_π policy iterations, each followed by one auxiliary phase.
+
+        A checkpoint is written after every auxiliary phase; a rerun of the same command resumes
+        from it (and, with the per-iteration seeds, repeats what an uninterrupted run would do).
+        """
+        cfg = self.cfg.ppg
+        self.try_resume()
+        started = time.time()
+        bar = tqdm(
+            total=cfg.iterations,
+            initial=self.iteration,
+            desc=f"ppg {self.name}",
+            disable=not (self.progress and dist.is_main()),
+            dynamic_ncols=True,
+        )
+        stop = False
+        try:
+            while self.iteration < cfg.iterations and not stop:
+                batches: list[Batch] = []
+                for _ in range(min(cfg.n_pi, cfg.iterations - self.iteration)):  # policy phase
+                    t0 = time.time()
+                    self.reseed(self.iteration)
+                    episodes = self.episodes()
+                    batch, stats = self.learner.rollout(episodes)
+                    if self.opt_local is not None:
+                        stats.update(self.update_local(episodes, batch))
+                    stats.update(self.learner.policy_epochs(batch))
+                    batches.append(batch)
+                    self.iteration += 1
+                    self.log_iteration(stats, len(batch) / (time.time() - t0), bar)
+                    stop = self.out_of_time(started)
+                    if stop:
+                        break
+                aux = self.learner.auxiliary_phase(batches)  # auxiliary phase
+                self.metrics.log("ppg", self.iteration, dist.mean_scalars(aux))
+                self.save_resume()
+        except (Diverged, InvalidLogitsError) as e:
+            raise self.diverged(str(e)) from None
+        finally:
+            bar.close()
+            self.metrics.close()
+        if dist.is_main():
+            save_model(
+                self.run.policy(self.name),
+                self.learner.actor,
+                self.cfg,
+                stage="ppg",
+                policy=self.name,
+                iterations=self.iteration,
+            )
+            if self.opt_local is not None:
+                save_model(self.run.root / f"local_{self.name}.safetensors", self.net, self.cfg, stage="ppg")
+            self.run.resume(self.name).unlink(missing_ok=True)
+            self.run.resume(self.name).with_suffix(".json").unlink(missing_ok=True)
+        dist.barrier()  # the policy file exists on every rank's return
+        return self.run.policy(self.name)
+
+    def log_iteration(self, stats: dict[str, float], samples_per_s: float, bar: tqdm) -> None:
+        """Average the iteration's statistics over ranks; rank 0 logs them and updates the bar."""
+        stats = dist.mean_scalars(stats)
+        stats["charts/SPS"] = samples_per_s * dist.world_size()
+        self.metrics.log("ppg", self.iteration, stats)
+        bar.update(1)
+        bar.set_postfix(
+            ret=f"{stats['charts/episodic_return']:.3f}", valid=f"{stats['charts/valid_rate']:.2f}"
+        )
+
+    def out_of_time(self, started: float) -> bool:
+        """Whether ``ppg.max_minutes`` is spent (decided together, so every rank stops at the same iteration)."""
+        budget = self.cfg.ppg.max_minutes
+        stop = dist.any_rank(budget > 0 and time.time() - started > 60 * budget)
+        if stop:
+            log.info("ppg: time budget of %.1f min reached at iteration %d", budget, self.iteration)
+        return stop
+
+    def diverged(self, reason: str) -> RovrError:
+        """The one-line error for a NaN/inf during training; the last good checkpoint is left untouched."""
+        path = self.run.resume(self.name)
+        kept = (
+            f"the last good checkpoint '{path}' is kept; lower ppg.lr and rerun the same command to resume from it"
+            if path.is_file()
+            else "no checkpoint had been written yet; lower ppg.lr and rerun"
+        )
+        return RovrError(f"PPG diverged after iteration {self.iteration} ({reason}); {kept}")
+
+
+def train_policy(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
+    """Stage 3 entry point (``rovr train-policy``): writes ``policy_<name>.safetensors`` and returns its path."""
+    if cfg.k != 2:
+        raise RovrError(f"PPG is implemented for pairs (k=2); got k={cfg.k}")
+    if not run.local.is_file():
+        raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
+    if cfg.ppg.warm_start and not run.policy("imitation").is_file():
+        raise CheckpointError(
+            f"'{run.policy('imitation')}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
+        )
+    try:
+        return Trainer(cfg, run, progress).train()
+    finally:
+        dist.shutdown()

@@ -1,0 +1,495 @@
+"""Stage 3 (PPG): the math against hand calculations, the update logic on a toy problem whose best
+pair is known, and smoke runs of the real trainer (files, resume, bad input, divergence)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rovr.checkpoint import load_checkpoint
+from rovr.config import PPGConfig, RunConfig, load_config, save_config
+from rovr.errors import CheckpointError, RovrError
+from rovr.models.local import LocalNet
+from rovr.models.policy import PolicyConfig, build_actor, build_critic, pair_log_prob
+from rovr.reconstruct import Episodes, Observation, StepInfo
+from rovr.train import ppg
+from rovr.train.common import RunDir, prepare_run, read_metric_log, save_model
+from rovr.train.ppg import (
+    Batch,
+    Learner,
+    Trainer,
+    auxiliary_loss,
+    clipped_surrogate,
+    explained_variance,
+    gae,
+    pair_kl,
+    rewards_to_go,
+    train_policy,
+)
+
+# ============================================================================= returns and advantages
+
+
+def test_rewards_to_go_by_hand() -> None:
+    r = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    assert torch.allclose(rewards_to_go(r), torch.tensor([[6.0, 5.0, 3.0], [1.0, 1.0, 1.0]]))
+    # γ = 0.5: R2 = 3, R1 = 2 + 1.5 = 3.5, R0 = 1 + 1.75 = 2.75
+    assert torch.allclose(rewards_to_go(r[:1], gamma=0.5), torch.tensor([[2.75, 3.5, 3.0]]))
+
+
+def test_gae_lambda_one_is_rewards_to_go_minus_value() -> None:
+    r = torch.tensor([[1.0, 2.0, 3.0]])
+    v = torch.tensor([[0.5, 1.0, 2.0]])
+    adv, ret = gae(r, v, gamma=1.0, lam=1.0)
+    assert torch.allclose(adv, torch.tensor([[5.5, 4.0, 1.0]]))  # R − V = [6, 5, 3] − V
+    assert torch.allclose(ret, torch.tensor([[6.0, 5.0, 3.0]]))  # the value target is R_t
+    g = torch.Generator().manual_seed(0)
+    r, v = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
+    adv, ret = gae(r, v)
+    assert torch.allclose(adv, rewards_to_go(r) - v, atol=1e-6)
+
+
+def test_gae_hand_computed() -> None:
+    r = torch.tensor([1.0, 2.0, 3.0])
+    v = torch.tensor([0.5, 1.0, 2.0])
+    # γ = 1, λ = 0.5: δ = [1 + 1 − 0.5, 2 + 2 − 1, 3 − 2] = [1.5, 3, 1]
+    # Â2 = 1, Â1 = 3 + 0.5·1 = 3.5, Â0 = 1.5 + 0.5·3.5 = 3.25
+    adv, ret = gae(r, v, gamma=1.0, lam=0.5)
+    assert torch.allclose(adv, torch.tensor([3.25, 3.5, 1.0]))
+    assert torch.allclose(ret, torch.tensor([3.75, 4.5, 3.0]))
+    # γ = 0.9, λ = 0.5: δ = [1 + 0.9 − 0.5, 2 + 1.8 − 1, 1] = [1.4, 2.8, 1]; γλ = 0.45
+    adv, _ = gae(r, v, gamma=0.9, lam=0.5)
+    assert torch.allclose(adv, torch.tensor([1.4 + 0.45 * 3.25, 2.8 + 0.45, 1.0]))
+    adv0, _ = gae(r, v, gamma=1.0, lam=0.0)  # λ = 0: one-step TD errors
+    assert torch.allclose(adv0, torch.tensor([1.5, 3.0, 1.0]))
+
+
+# ============================================================================= losses
+
+
+def test_clipped_surrogate_by_hand() -> None:
+    ratio = torch.tensor([1.5, 0.5, 1.1, 0.5, 1.5])
+    adv = torch.tensor([1.0, -1.0, 2.0, 1.0, -1.0])
+    old = torch.zeros(5)
+    logp = ratio.log().requires_grad_(True)
+    out = clipped_surrogate(logp, old, adv, clip=0.2)
+    # min(rÂ, clip(r)Â): 1.2 (clipped above), −0.8 (clipped below), 2.2, 0.5 and −1.5 (unclipped: the min)
+    assert out.loss.item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 0.5 - 1.5) / 5)
+    assert out.clipfrac.item() == pytest.approx(0.8)  # |r − 1| > 0.2 for all but 1.1
+    # (r − 1) − log r: 2·(0.5 − 0.405465) + 2·(−0.5 + 0.693147) + (0.1 − 0.095310)
+    assert out.approx_kl.item() == pytest.approx((2 * 0.094535 + 2 * 0.193147 + 0.004690) / 5, abs=1e-5)
+    out.loss.backward()
+    # d/dlogp: 0 where the clipped term is the min; −Â·r/N elsewhere (a positive advantage raises log π)
+    assert logp.grad is not None
+    assert torch.allclose(logp.grad, torch.tensor([0.0, 0.0, -2 * 1.1 / 5, -0.5 / 5, 1.5 / 5]), atol=1e-6)
+
+
+def test_clipped_surrogate_at_ratio_one_is_minus_mean_advantage() -> None:
+    adv = torch.tensor([0.3, -1.0, 2.0])
+    out = clipped_surrogate(torch.zeros(3), torch.zeros(3), adv, clip=0.2)
+    assert out.loss.item() == pytest.approx(-adv.mean().item())
+    assert out.approx_kl.item() == 0.0 and out.clipfrac.item() == 0.0
+
+
+def _pair_probs_bruteforce(logits: np.ndarray, tau: float) -> dict[tuple[int, int], float]:
+    """P({a, b}) of sequential sampling without replacement from softmax(l/τ), by enumeration."""
+    z = np.where(np.isfinite(logits), logits / tau, -np.inf)
+    p = np.exp(z - z[np.isfinite(z)].max())
+    p /= p.sum()
+    out: dict[tuple[int, int], float] = {}
+    for a, b in itertools.permutations(range(len(p)), 2):
+        key = (min(a, b), max(a, b))
+        out[key] = out.get(key, 0.0) + p[a] * p[b] / (1 - p[a])
+    return out
+
+
+def test_pair_kl_against_enumeration() -> None:
+    tau = 0.7
+    old = torch.tensor(
+        [[-math.inf, 0.3, -1.0, 2.0, 0.5], [1.0, -math.inf, 0.0, 0.0, -2.0]], dtype=torch.float64
+    )
+    new = torch.tensor(
+        [[-math.inf, 1.0, 0.2, 0.0, -0.5], [0.0, -math.inf, 1.5, -1.0, 0.3]], dtype=torch.float64
+    )
+    kls = []
+    for o, n in zip(old.numpy(), new.numpy()):
+        po, pn = _pair_probs_bruteforce(o, tau), _pair_probs_bruteforce(n, tau)
+        kls.append(sum(po[k] * math.log(po[k] / pn[k]) for k in po if po[k] > 0))
+    assert pair_kl(old, new, tau).item() == pytest.approx(np.mean(kls), rel=1e-9)
+    assert pair_kl(old, old, tau).item() == pytest.approx(0.0, abs=1e-12)
+    assert pair_kl(new, old, tau).item() != pytest.approx(np.mean(kls), rel=1e-3)  # not symmetric
+
+
+def test_pair_kl_gradient_is_finite_with_masked_frames() -> None:
+    old = torch.tensor([[-math.inf, 0.3, -1.0, 2.0]])
+    new = torch.tensor([[-math.inf, 1.0, 0.2, 0.0]], requires_grad=True)
+    pair_kl(old, new, 0.7).backward()
+    assert new.grad is not None and torch.isfinite(new.grad).all()
+
+
+def test_auxiliary_loss_by_hand() -> None:
+    aux_value, target = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0])
+    logits = torch.tensor([[-math.inf, 0.0, 1.0, 2.0], [0.5, -math.inf, 0.0, 0.0]])
+    out = auxiliary_loss(aux_value, target, logits, logits, tau=0.7, beta_clone=3.0)
+    assert out.value_loss.item() == pytest.approx(2.5)  # ((1 − 0)² + (2 − 4)²) / 2
+    assert out.kl.item() == pytest.approx(0.0, abs=1e-6)
+    assert out.loss.item() == pytest.approx(2.5, abs=1e-6)
+    moved = logits + torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    out = auxiliary_loss(aux_value, target, logits, moved, tau=0.7, beta_clone=0.5)
+    kl = pair_kl(logits, moved, 0.7).item()
+    assert kl > 0.01
+    assert out.loss.item() == pytest.approx(2.5 + 0.5 * kl)
+
+
+def test_explained_variance() -> None:
+    y = torch.tensor([1.0, 2.0, 4.0])
+    assert explained_variance(y, y) == pytest.approx(1.0)
+    assert explained_variance(torch.full((3,), y.mean().item()), y) == pytest.approx(0.0)
+    assert math.isnan(explained_variance(y, torch.ones(3)))
+
+
+# ============================================================================= a toy problem with a known best pair
+
+T, CELL = 5, 8
+
+
+def best_pair(t: int) -> tuple[int, int]:
+    """The pair that earns reward at target t: the two frames after t, cyclically (never adjacent ties)."""
+    a, b = (t + 1) % T, (t + 2) % T
+    return (min(a, b), max(a, b))
+
+
+class PairBandit:
+    """B episodes of T steps; step t pays 1 for :func:`best_pair` (t), else 0.
+
+    The frames are fixed random images (the same for every episode of one ``seed``), so the target
+    index t is the only context that matters: a contextual bandit read through the real actor.
+    """
+
+    def __init__(self, batch: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        side = math.ceil(math.sqrt(T)) * CELL
+        self.video = torch.rand(batch, 3, side, side, generator=g)
+        self.frames = torch.rand(batch, T, 3, CELL, CELL, generator=g)
+        self.batch_size, self.num_frames, self.step_index = batch, T, 0
+
+    @property
+    def done(self) -> bool:
+        return self.step_index >= T
+
+    def observation(self) -> Observation:
+        t = self.step_index
+        return Observation(self.video, self.frames[:, t], torch.full((self.batch_size,), t, dtype=torch.long))
+
+    def step(self, pairs: torch.Tensor) -> StepInfo:
+        t = self.step_index
+        hit = (pairs == torch.tensor(best_pair(t))).all(dim=1).float()
+        self.step_index += 1
+        return StepInfo(reward=hit, loss_before=torch.ones_like(hit), loss_after=1 - hit, coverage=hit)
+
+
+def _learner(seed: int = 0, **ppg_overrides: object) -> Learner:
+    torch.manual_seed(seed)
+    pc = PolicyConfig(cell=CELL, channels=8, hidden=32)
+    defaults: dict[str, object] = {"lr": 3e-3, "minibatch": 16, "reward_scale": 1.0, "ent_coef": 0.0}
+    cfg = PPGConfig(**{**defaults, **ppg_overrides})  # type: ignore[arg-type]
+    return Learner(build_actor(pc, T), build_critic(pc, T), cfg, pc.tau, torch.device("cpu"))
+
+
+def _greedy_pairs(learner: Learner, env: PairBandit) -> list[tuple[int, int]]:
+    out = []
+    with torch.no_grad():
+        for t in range(T):
+            env.step_index = t
+            o = env.observation()
+            top = learner.actor(o.video[:1], o.target[:1], o.t[:1]).logits.topk(2, dim=1).indices[0]
+            out.append((int(top.min()), int(top.max())))
+    return out
+
+
+def test_rollout_batch_layout_returns_and_ratio_one() -> None:
+    learner = _learner(reward_scale=2.0)
+    with torch.no_grad():  # logits of order 1, so that any change of the input shows
+        learner.actor.policy_head.weight.mul_(300.0)  # type: ignore[operator]
+    env = PairBandit(batch=3)
+    batch, stats = learner.rollout(env)
+    assert len(batch) == 3 * T and batch.video.dtype == torch.uint8
+    assert batch.t.tolist() == list(range(T)) * 3  # row b·T + s holds step s of episode b
+    rewards = torch.stack(
+        [
+            (batch.pairs[b * T : (b + 1) * T] == torch.tensor([best_pair(t) for t in range(T)]))
+            .all(1)
+            .float()
+            for b in range(3)
+        ]
+    )
+    expected = 2.0 * rewards_to_go(rewards)  # γ = λ = 1: R_t, scaled
+    assert torch.allclose(batch.returns, expected.flatten())
+    assert torch.allclose(batch.adv, batch.returns - batch.value)  # Â = R − V, not V − R
+    assert stats["charts/episodic_return"] == pytest.approx(float(rewards.sum(1).mean()))
+    # the stored observations are exactly what π acted on: the first update sees ratio 1
+    logits = learner.actor(batch.obs(torch.arange(len(batch)))).logits
+    logp = pair_log_prob(logits, batch.pairs[:, 0], batch.pairs[:, 1], tau=learner.tau)
+    assert torch.allclose(logp, batch.logp, atol=1e-5)
+
+
+def test_positive_advantage_raises_probability_of_its_pair() -> None:
+    learner = _learner(e_pi=1, e_v=0, lr=1e-2)
+    env = PairBandit(batch=1)
+    env.step_index = 2
+    o = env.observation()
+    quant = Batch(
+        video=ppg.quantize(o.video).repeat(2, 1, 1, 1),
+        target=ppg.quantize(o.target).repeat(2, 1, 1, 1),
+        t=o.t.repeat(2),
+        pairs=torch.tensor([[3, 4], [0, 1]]),
+        logp=torch.zeros(2),
+        value=torch.full((2,), 0.5),
+        returns=torch.tensor([1.0, 0.0]),
+        adv=torch.tensor([0.5, -0.5]),  # R − V: the first pair did better than expected
+    )
+    idx = torch.arange(2)
+    with torch.no_grad():
+        before = learner.actor(quant.obs(idx)).logits
+        quant.logp = pair_log_prob(before, quant.pairs[:, 0], quant.pairs[:, 1], tau=learner.tau)
+    learner.policy_epochs(quant)
+    with torch.no_grad():
+        after = learner.actor(quant.obs(idx)).logits
+        logp = pair_log_prob(after, quant.pairs[:, 0], quant.pairs[:, 1], tau=learner.tau)
+    assert logp[0] > quant.logp[0] and logp[1] < quant.logp[1]
+
+
+def test_ppg_finds_the_rewarded_pair() -> None:
+    """A few PPG iterations (policy phases + auxiliary phases) on the bandit end up choosing its best pairs."""
+    learner = _learner(seed=0, n_pi=2, e_pi=4, e_v=2, e_aux=2, lr=1e-2, ent_coef=0.05)
+    env_eval = PairBandit(batch=1)
+    assert sum(p == best_pair(t) for t, p in enumerate(_greedy_pairs(learner, env_eval))) <= 2
+    returns = []
+    for it in range(12):
+        learner.reseed(it)
+        batches = []
+        for _ in range(learner.cfg.n_pi):
+            batch, stats = learner.rollout(PairBandit(batch=16))
+            learner.policy_epochs(batch)
+            batches.append(batch)
+            returns.append(stats["charts/episodic_return"])
+        aux = learner.auxiliary_phase(batches)
+        assert aux["losses/clone_kl"] < 0.5
+    assert _greedy_pairs(learner, env_eval) == [best_pair(t) for t in range(T)]
+    assert np.mean(returns[-4:]) > 3.0 > 1.5 > np.mean(returns[:4])  # out of T = 5; random pairs: 5/6
+
+
+def test_auxiliary_phase_distils_value_and_keeps_policy() -> None:
+    learner = _learner(seed=1, e_aux=8, beta_clone=1.0, lr=1e-2)
+    batch, _ = learner.rollout(PairBandit(batch=4))
+    idx = torch.arange(len(batch))
+    with torch.no_grad():
+        before = learner.actor(batch.obs(idx))
+    stats = learner.auxiliary_phase([batch])
+    with torch.no_grad():
+        after = learner.actor(batch.obs(idx))
+    err = lambda out: float(((out.aux_value - batch.returns) ** 2).mean())  # noqa: E731
+    assert err(after) < 0.5 * err(before)
+    assert pair_kl(before.logits, after.logits, learner.tau).item() < 0.05
+    assert set(stats) == {"losses/aux_value_loss", "losses/clone_kl", "losses/aux_critic_loss"}
+
+
+def test_nonfinite_loss_raises_before_the_weights_change() -> None:
+    learner = _learner()
+    batch, _ = learner.rollout(PairBandit(batch=2))
+    weights = [p.detach().clone() for p in learner.actor.parameters()]
+    batch.adv[3] = float("nan")
+    with pytest.raises(ppg.Diverged):
+        learner.policy_epochs(batch)
+    assert all(torch.equal(w, p) for w, p in zip(weights, learner.actor.parameters()))
+
+
+# ============================================================================= the real trainer on a tiny config
+
+TINY = [
+    "data.num_videos=6",
+    "data.frames=6",
+    "data.size=32",
+    "data.val_fraction=0.2",
+    "data.test_fraction=0.2",
+    "local.base_channels=8",
+    "local.depth=2",
+    "policy.cell=8",
+    "policy.channels=8",
+    "policy.hidden=32",
+    "metric.perceptual=ssim",
+    "corruption.max_valid_pairs=6",
+    "pretrain.steps=5",
+    "pretrain.batch_size=4",
+    "imitation.steps=5",
+    "ppg.iterations=2",
+    "ppg.n_pi=2",
+    "ppg.episodes_per_iter=2",
+    "ppg.minibatch=8",
+    "threads=1",
+]
+
+
+def tiny_config(*extra: str) -> RunConfig:
+    return load_config(None, [*TINY, *extra])
+
+
+def make_run(root: Path, cfg: RunConfig, imitation: bool = True) -> RunDir:
+    """A run folder with an (untrained) Γ and imitation policy, as stages 1 and 2 would leave it."""
+    run = prepare_run(cfg, root)
+    torch.manual_seed(0)
+    save_model(run.local, LocalNet(cfg.local, cfg.k), cfg, stage="pretrain-local")
+    if imitation:
+        save_model(run.policy("imitation"), build_actor(cfg.policy, cfg.data.frames), cfg, stage="imitation")
+    return run
+
+
+def test_train_policy_writes_policy_logs_and_no_resume(tmp_path: Path) -> None:
+    cfg = tiny_config("ppg.train_local=true")
+    run = make_run(tmp_path / "run", cfg)
+    local_before = load_checkpoint(run.local)[0]
+    path = train_policy(cfg, run, progress=False)
+    assert path == run.policy("rovr_flow_warm") and path.is_file()
+    tensors, meta = load_checkpoint(path)
+    assert meta["stage"] == "ppg" and meta["iterations"] == 2 and meta["config"]["ppg"]["n_pi"] == 2
+    assert not run.resume("rovr_flow_warm").exists()  # removed once the stage completes
+    rows = [r for r in read_metric_log(run.logs) if r["stage"] == "ppg"]
+    keys = set().union(*rows)
+    for key in (
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "losses/policy_loss",
+        "losses/value_loss",
+        "losses/entropy",
+        "losses/clone_kl",
+        "losses/local_loss",
+        "charts/episodic_return",
+        "charts/flow_recovery",
+        "charts/SPS",
+    ):
+        assert key in keys, key
+    assert [r["step"] for r in rows if "charts/SPS" in r] == [1, 2]
+    assert list(run.logs.glob("events.out.tfevents.*"))
+    # Γ kept training on L_R: its copy changed, the stage-1 file did not
+    tuned = load_checkpoint(run.root / "local_rovr_flow_warm.safetensors")[0]
+    assert any(not torch.equal(tuned[k], local_before[k]) for k in local_before)
+    assert all(torch.equal(load_checkpoint(run.local)[0][k], v) for k, v in local_before.items())
+
+
+def test_resume_after_an_interrupted_phase_repeats_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("ppg.iterations=4", "ppg.flow_reward=false")
+    straight = train_policy(cfg, make_run(tmp_path / "a", cfg), progress=False)
+
+    run = make_run(tmp_path / "b", cfg)
+    save = Trainer.save_resume
+
+    def save_then_interrupt(self: Trainer) -> None:
+        save(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_resume", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_policy(cfg, run, progress=False)
+    monkeypatch.setattr(Trainer, "save_resume", save)
+    resume = run.resume("rovr_noflow_warm")
+    assert load_checkpoint(resume)[1]["iteration"] == 2  # saved after the first auxiliary phase
+    assert not run.policy("rovr_noflow_warm").exists()
+
+    resumed = train_policy(cfg, run, progress=False)
+    a, b = load_checkpoint(straight)[0], load_checkpoint(resumed)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in read_metric_log(run.logs) if "charts/SPS" in r]
+    assert steps == [1, 2, 3, 4]  # iterations 3 and 4 came from the resumed run
+    assert not resume.exists()
+
+
+def test_time_budget_stops_after_the_iteration_and_still_runs_the_auxiliary_phase(tmp_path: Path) -> None:
+    cfg = tiny_config("ppg.iterations=4", "ppg.flow_reward=false", "ppg.max_minutes=0.000001")
+    run = make_run(tmp_path / "run", cfg)
+    _, meta = load_checkpoint(train_policy(cfg, run, progress=False))
+    assert meta["iterations"] == 1
+    rows = [r for r in read_metric_log(run.logs) if r["stage"] == "ppg"]
+    assert [r["step"] for r in rows if "charts/SPS" in r] == [1]
+    assert [r["step"] for r in rows if "losses/clone_kl" in r] == [1]
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("ppg.iterations=4", "ppg.flow_reward=false")
+    run = make_run(tmp_path / "run", cfg)
+    calls = {"n": 0}
+    step = Episodes.step
+
+    def nan_after_two_iterations(self: Episodes, pairs: torch.Tensor) -> StepInfo:
+        info = step(self, pairs)
+        calls["n"] += 1
+        if calls["n"] > 2 * cfg.ppg.episodes_per_iter // self.batch_size * self.num_frames:
+            info.reward = torch.full_like(info.reward, float("nan"))
+        return info
+
+    monkeypatch.setattr(Episodes, "step", nan_after_two_iterations)
+    with pytest.raises(RovrError) as err:
+        train_policy(cfg, run, progress=False)
+    msg = str(err.value)
+    assert "diverged" in msg and str(run.resume("rovr_noflow_warm")) in msg and "\n" not in msg
+    tensors, meta = load_checkpoint(run.resume("rovr_noflow_warm"))
+    assert meta["iteration"] == 2 and all(
+        torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()
+    )
+    assert not run.policy("rovr_noflow_warm").exists()
+
+
+def test_missing_stage_checkpoints_name_the_command_to_run(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    run = prepare_run(cfg, tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="rovr pretrain-local"):
+        train_policy(cfg, run, progress=False)
+    run = make_run(tmp_path / "no_imitation", cfg, imitation=False)
+    with pytest.raises(CheckpointError, match="rovr imitate"):
+        train_policy(cfg, run, progress=False)
+    cold = dataclasses.replace(cfg, ppg=dataclasses.replace(cfg.ppg, warm_start=False, iterations=1, n_pi=1))
+    assert train_policy(cold, run, progress=False) == run.policy("rovr_flow_cold")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rovr.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_train_policy_bad_input_is_one_line(tmp_path: Path) -> None:
+    sets = [a for s in TINY for a in ("--set", s)]
+    res = _cli("train-policy", "--out", str(tmp_path / "fresh"), "--no-progress", *sets)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rovr pretrain-local" in lines[0] and "Traceback" not in res.stderr
+
+    other = tmp_path / "other"
+    save_config(tiny_config("policy.hidden=16"), prepare_run(tiny_config("policy.hidden=16"), other).config)
+    res = _cli("train-policy", "--out", str(other), "--no-progress", *sets)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another config" in lines[0] and "policy" in lines[0]
+
+
+def test_resume_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    run = make_run(tmp_path / "run", cfg)
+    other = tiny_config("policy.hidden=16")
+    ppg.save_checkpoint(
+        run.resume("rovr_flow_warm"), {}, {"config": dataclasses.asdict(other), "iteration": 2}
+    )
+    with pytest.raises(CheckpointError, match="another config"):
+        train_policy(cfg, run, progress=False)
