@@ -103,3 +103,22 @@ def test_overfits_one_batch() -> None:
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.3 * losses[0], losses[::8]
+
+
+def test_untrained_net_copies_what_the_conditioning_frames_show() -> None:
+    """The copy prior: a fresh Γ fills a hole pixel with the mean of the frames that observe it."""
+    torch.manual_seed(0)
+    net = LocalNet(LocalNetConfig(base_channels=8, depth=2), k=2).eval()
+    h = w = 16
+    target = torch.rand(1, 3, h, w)
+    tmask = torch.zeros(1, 1, h, w)
+    tmask[..., 4:12, 4:12] = 1
+    cond = torch.rand(1, 2, 3, h, w)
+    cmask = torch.zeros(1, 2, 1, h, w)
+    cmask[:, 0, :, 4:8] = 1  # frame 0 hides rows 4-7: only frame 1 shows them
+    with torch.no_grad():
+        out = net(target, tmask, cond, cmask)
+    both = (cond[0, 0] + cond[0, 1]) / 2
+    assert torch.allclose(out[0, :, 8:12, 4:12], both[:, 8:12, 4:12], atol=0.05)
+    assert torch.allclose(out[0, :, 4:8, 4:12], cond[0, 1, :, 4:8, 4:12], atol=0.05)
+    assert torch.equal(out[..., :4, :], target[..., :4, :])

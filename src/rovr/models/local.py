@@ -67,8 +67,15 @@ class Up(nn.Module):
 class LocalNet(nn.Module):
     """Γ (paper §5.2.3): UNet over the stacked target and k conditioning frames, holes composited.
 
-    Input channels: target (3) + target hole mask (1) + k × (frame (3) + hole mask (1)) = 4 (k + 1).
-    Hole pixels of every input frame are zeroed first, so Γ never depends on what the holes hold.
+    Input channels: target (3) + target hole mask (1) + k × (frame (3) + hole mask (1)) + the copy
+    prior (3) and where it exists (1) = 4 (k + 2). Hole pixels of every input frame are zeroed first,
+    so Γ never depends on what the holes hold.
+
+    The copy prior ``c`` is, at each pixel, the mean of the conditioning frames that observe it
+    (0 where none does). The UNet predicts a residual on top of it,
+    ``pred = clamp(c + r, 0, 1)`` where ``c`` exists and ``σ(r)`` elsewhere, with the last layer
+    initialised near zero: an untrained Γ already copies what the chosen frames show, and training
+    learns the corrections (motion, lighting) and the hallucination of pixels no frame shows.
     Level l of the UNet has ``base_channels · 2**l`` channels, l = 0 … depth.
     """
 
@@ -79,12 +86,14 @@ class LocalNet(nn.Module):
         self.cfg = cfg
         self.k = k
         widths = [cfg.base_channels * 2**level for level in range(cfg.depth + 1)]
-        self.stem = ConvBlock(4 * (k + 1), widths[0])
+        self.stem = ConvBlock(4 * (k + 2), widths[0])
         self.down = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), ConvBlock(widths[i], widths[i + 1])) for i in range(cfg.depth)
         )
         self.up = nn.ModuleList(Up(widths[i + 1], widths[i], widths[i]) for i in reversed(range(cfg.depth)))
         self.head = nn.Conv2d(widths[0], 3, 1)
+        nn.init.normal_(self.head.weight, std=1e-3)  # ≈ 0: an untrained Γ copies (gradients still flow)
+        nn.init.zeros_(self.head.bias)
 
     def forward(
         self,
@@ -114,7 +123,10 @@ class LocalNet(nn.Module):
         cm = cond_masks.to(target.dtype)  # (B, k, 1, H, W)
         frames = torch.cat([target * (1 - m), m], dim=1)  # (B, 4, H, W)
         conds = torch.cat([cond * (1 - cm), cm], dim=2).flatten(1, 2)  # (B, 4k, H, W)
-        x = torch.cat([frames, conds], dim=1) * 2 - 1  # (B, 4(k+1), H, W) in [-1, 1]
+        seen = (1 - cm).sum(dim=1)  # (B, 1, H, W): how many conditioning frames observe each pixel
+        prior = (cond * (1 - cm)).sum(dim=1) / seen.clamp(min=1)  # (B, 3, H, W) copy prior
+        has_prior = (seen > 0).to(target.dtype)  # (B, 1, H, W)
+        x = torch.cat([frames, conds, prior, has_prior], dim=1) * 2 - 1  # (B, 4(k+2), H, W) in [-1, 1]
 
         # pad to a multiple of 2**depth so every level halves exactly; cropped back below
         mult = 2**self.cfg.depth
@@ -128,5 +140,6 @@ class LocalNet(nn.Module):
         h = skips.pop()
         for up in self.up:
             h = up(h, skips.pop())
-        pred = torch.sigmoid(self.head(h))[..., :H, :W]  # (B, 3, H, W)
+        r = self.head(h)[..., :H, :W]  # (B, 3, H, W) residual
+        pred = torch.where(has_prior > 0, (prior + r).clamp(0, 1), torch.sigmoid(r))
         return target * (1 - m) + pred * m
