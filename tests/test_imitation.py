@@ -175,3 +175,21 @@ def test_losses_teach_a_readable_rule_that_generalises(loss: str) -> None:
         opt.step()
     assert random_valid_rate(test) == pytest.approx(1 / 6)
     assert greedy_stats(actor, test, cpu)["valid_rate"] > 0.9
+
+
+def test_distance_weighted_expert_prefers_near_frames() -> None:
+    """coverage − α·(|i−t|+|j−t|)/T: with every pair fully covering, α > 0 picks the neighbours."""
+    n, t = 5, 2
+    cov = torch.ones(1, n, n)
+    q0 = best_pair_targets(cov, torch.tensor([t]), 0.0)
+    q1 = best_pair_targets(cov, torch.tensor([t]), 1.0)
+    a, b = torch.triu_indices(n, n, offset=1)
+    usable = (a != t) & (b != t)
+    assert torch.allclose(q0[0][usable], torch.full((int(usable.sum()),), 1 / 6))  # all 6 pairs tie
+    (best,) = torch.nonzero(q1[0]).flatten().tolist()
+    assert (int(a[best]), int(b[best])) == (1, 3)
+    # a pair that covers less loses to a far pair that covers all, unless it is much nearer
+    cov2 = torch.ones(1, n, n)
+    cov2[0, 1, 3] = cov2[0, 3, 1] = 0.5
+    best2 = torch.nonzero(best_pair_targets(cov2, torch.tensor([t]), 1.0)[0]).flatten().tolist()
+    assert {(int(a[i]), int(b[i])) for i in best2} == {(0, 1), (1, 4), (0, 3), (3, 4)}  # score 1 − 3/5

@@ -137,6 +137,10 @@ class ImitationConfig:
     loss: Literal["bce", "listwise"] = _f(
         "listwise", "'bce' (paper Eq. 2) or 'listwise' ranking over pairs (paper §8)"
     )
+    distance_weight: float = _f(
+        1.0,
+        "listwise expert: pair score = coverage − α (|i−t| + |j−t|)/T; 0 = the paper's oracle (coverage only)",
+    )
     max_minutes: float = _f(0.0, "stop after this many minutes (0 = no limit)")
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ logged and stored in the checkpoint's metadata (``heldout``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,21 +134,30 @@ def pair_log_probs(logits: torch.Tensor, tau: float) -> torch.Tensor:
     return pair_log_prob_table(logits, tau)[0]
 
 
-def best_pair_targets(coverage: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """q over all pairs: uniform over the max-coverage pairs that do not contain t (= the valid ones
-    when any exist). coverage (B, T, T), t (B,) -> (B, C(T, 2)), rows sum to 1."""
-    a, b = all_pairs(coverage.shape[-1])
+def best_pair_targets(coverage: torch.Tensor, t: torch.Tensor, distance_weight: float = 0.0) -> torch.Tensor:
+    """q over all pairs: uniform over the expert's best pairs that do not contain t.
+
+    The expert scores a pair by ``coverage − α · (|i − t| + |j − t|) / T`` (α = ``distance_weight``).
+    α = 0 is the paper's oracle: the max-coverage pairs (= the valid ones when any exist). α > 0
+    trades coverage for nearby frames, which Γ rebuilds from better (they are better aligned).
+    coverage (B, T, T), t (B,) -> (B, C(T, 2)), rows sum to 1.
+    """
+    n = coverage.shape[-1]
+    a, b = all_pairs(n)
     a, b = a.to(coverage.device), b.to(coverage.device)
     has_t = (a[None] == t[:, None]) | (b[None] == t[:, None])  # (B, P)
-    cov = coverage[:, a, b].masked_fill(has_t, -1.0)  # (B, P)
-    best = cov >= cov.max(dim=1, keepdim=True).values - 1e-6
+    dist = ((a[None] - t[:, None]).abs() + (b[None] - t[:, None]).abs()).float() / n  # (B, P)
+    score = (coverage[:, a, b] - distance_weight * dist).masked_fill(has_t, -math.inf)  # (B, P)
+    best = score >= score.max(dim=1, keepdim=True).values - 1e-6
     return best.float() / best.sum(dim=1, keepdim=True)
 
 
-def listwise_loss(logits: torch.Tensor, coverage: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+def listwise_loss(
+    logits: torch.Tensor, coverage: torch.Tensor, t: torch.Tensor, tau: float, distance_weight: float = 0.0
+) -> torch.Tensor:
     """−Σ_p q_p log π(p | s), averaged over the batch (paper §8's ranking objective). logits (B, T)."""
     lp = pair_log_probs(logits, tau)  # (B, P)
-    q = best_pair_targets(coverage, t)
+    q = best_pair_targets(coverage, t, distance_weight)
     return -(q * torch.where(q > 0, lp, torch.zeros_like(lp))).sum(dim=1).mean()
 
 
@@ -287,7 +297,7 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
         logits = actor(*states.inputs(idx, device)).logits  # (n, T)
         cov, t = states.coverage[idx].to(device), states.t[idx].to(device)
         if cfg.imitation.loss == "listwise":
-            loss = listwise_loss(logits, cov, t, cfg.policy.tau)
+            loss = listwise_loss(logits, cov, t, cfg.policy.tau, cfg.imitation.distance_weight)
         else:
             loss = bce_loss(logits, cov, t, gen)
         if not torch.isfinite(loss):
