@@ -296,17 +296,18 @@ class SyntheticVideos:
         ch, cw = canvas.shape[:2]
 
         # Camera: centre, zoom (output px per canvas px) and angle, eased between two nearby random
-        # poses: a smooth pan of 5-30 % of the frame over the clip, a zoom change within ±8 % and a
-        # rotation within ±3°, so distant frames still show most of the same scene, shifted.
+        # poses: a slow pan of 3-12 % of the frame over the clip, a zoom change within ±4 % and a
+        # rotation within ±2°, so distant frames show the same scene, slightly shifted (as in
+        # hand-held or tripod footage); the objects carry the larger motion.
         z0 = rng.uniform(1.0, 1.3)
-        zoom = np.array([z0, z0 * rng.uniform(0.92, 1.08)])
+        zoom = np.array([z0, z0 * rng.uniform(0.96, 1.04)])
         a0 = rng.uniform(-4.0, 4.0)
-        angle = np.array([a0, a0 + rng.uniform(-3.0, 3.0)])
+        angle = np.array([a0, a0 + rng.uniform(-2.0, 2.0)])
         r = S * math.sqrt(2) / 2 / zoom.min() + 1  # the view's half-diagonal, in canvas pixels
         lo, hi = np.array([r, r]), np.array([max(r, cw - r), max(r, ch - r)])
         start = rng.uniform(lo, hi)
         theta_cam = rng.uniform(0, 2 * math.pi)
-        travel = S * rng.uniform(0.05, 0.3) / zoom.mean()
+        travel = S * rng.uniform(0.03, 0.12) / zoom.mean()
         end = np.clip(start + travel * np.array([math.cos(theta_cam), math.sin(theta_cam)]), lo, hi)
         centre = np.stack([start, end])  # (pose, axis): (x, y) at the first and the last frame
         u = np.linspace(0.0, 1.0, T)
