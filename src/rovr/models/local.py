@@ -93,7 +93,8 @@ class LocalNet(nn.Module):
         self.up = nn.ModuleList(Up(widths[i + 1], widths[i], widths[i]) for i in reversed(range(cfg.depth)))
         self.head = nn.Conv2d(widths[0], 3, 1)
         nn.init.normal_(self.head.weight, std=1e-3)  # ≈ 0: an untrained Γ copies (gradients still flow)
-        nn.init.zeros_(self.head.bias)
+        if self.head.bias is not None:
+            nn.init.zeros_(self.head.bias)
 
     def forward(
         self,
