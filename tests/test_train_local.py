@@ -122,6 +122,16 @@ def test_pool_holds_the_corruptions_of_corrupt() -> None:
             assert np.array_equal(pool.original[i].permute(0, 2, 3, 1).numpy(), c.original)
 
 
+def test_pool_draws_fewer_variants_when_memory_is_short() -> None:
+    cfg = tiny()
+    pool = SamplePool(cfg, "train", variants=8, seed=0)
+    clips, frame = pool.num_clips, cfg.data.frames * cfg.data.size**2  # bytes of one clip's masks
+    assert pool.variants == 8 and pool.masks.shape == (8 * clips, 6, 32, 32)
+    small = SamplePool(cfg, "train", variants=8, seed=0, max_bytes=clips * frame * (3 + 2))  # originals + 2
+    assert small.variants == 2 and len(small) == 2 * clips
+    assert torch.equal(small.masks, pool.masks[: 2 * clips])  # the same seeds, just fewer of them
+
+
 def test_pool_samples_a_uniform_k_subset_of_the_same_clip() -> None:
     cfg = tiny()
     pool = SamplePool(cfg, "train", variants=3, seed=0)
