@@ -31,6 +31,7 @@ import torch
 
 from rovr.config import RunConfig, config_from_dict, read_yaml
 from rovr.data.corruption import Corrupted
+from rovr.errors import RovrError
 from rovr.evaluate import folder_clips, markdown_table1, pool_table1_rows, table1, table1_peers
 from rovr.metrics.perceptual import PerceptualMetric, build_perceptual
 from rovr.models.local import LocalNet
@@ -157,4 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RovrError as e:
+        print(f"table1_acceptance: error: {e}", file=sys.stderr)
+        sys.exit(2)
