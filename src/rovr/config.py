@@ -127,6 +127,12 @@ class PretrainConfig:
         check(self.batch_size >= 1, "pretrain.batch_size", "must be >= 1")
         check(self.lr > 0, "pretrain.lr", f"must be > 0 (got {self.lr})")
         check(0.0 <= self.lambda_max <= 1.0, "pretrain.lambda_max", "must be in [0, 1]")
+        check(
+            self.checkpoint_every >= 1,
+            "pretrain.checkpoint_every",
+            f"must be >= 1 (got {self.checkpoint_every})",
+        )
+        check(self.max_minutes >= 0, "pretrain.max_minutes", f"must be >= 0 (got {self.max_minutes})")
 
 
 @dataclass
@@ -250,6 +256,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config value '{key}' must be an integer (got {value!r})")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config value '{key}' must be a number (got {value!r})")
         return float(value)
