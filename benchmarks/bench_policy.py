@@ -78,7 +78,7 @@ def bench_row(cfg: PolicyConfig, T: int, repeats: int, max_params: float) -> str
 
     def pointer_step() -> object:
         e = pointer.update_frame(emb, frames, obs.t - 1)  # the frame reconstructed last step
-        return sample_pair(pointer.logits(e, obs.target, obs.t), tau)
+        return sample_pair(pointer.logits(e, obs.target, obs.t, frames), tau)
 
     step_ms = median_ms(pointer_step, repeats)
     full_ms = median_ms(lambda: pointer(obs), repeats)

@@ -120,12 +120,12 @@ def test_stages_on_a_tiny_config(tmp_path: Path) -> None:
     assert path == run.policy("imitation") and path.is_file()
     _, meta = load_checkpoint(path)
     assert meta["stage"] == "imitation" and meta["heldout_split"] == "val"
-    assert set(meta["heldout"]) == {"imitation", "random", "sequential"}
+    assert set(meta["heldout"]) == {"imitation", "random", "sequential", "oracle_copy"}
     for row in meta["heldout"].values():
         assert 0.0 <= row["valid_rate"] <= 1.0 and 0.0 <= row["coverage"] <= 1.0
         assert row["hole_mse"] > 0.0 and row["perceptual_loss"] > 0.0
     logged = set().union(*[r for r in read_metric_log(run.logs) if r["stage"] == "imitation"])
-    assert {"imitation/loss", "val/valid_rate", "heldout/imitation_hole_mse"} <= logged
+    assert {"imitation/loss", "val/valid_rate", "val/expert_match", "heldout/imitation_hole_mse"} <= logged
     assert run_stage(cfg, run, "train-policy", progress=False) == run.policy("rovr_flow_warm")
 
     bce = tiny_config("imitation.loss=bce", "imitation.steps=3")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rovr.models.local import LocalNet, LocalNetConfig
+from rovr.models.local import MIN_GAIN, SHIFT_PENALTY, LocalNet, LocalNetConfig, estimate_shifts, shift_frames
 
 SMALL = LocalNetConfig(base_channels=8, depth=3)
 
@@ -108,7 +108,7 @@ def test_overfits_one_batch() -> None:
 def test_untrained_net_copies_what_the_conditioning_frames_show() -> None:
     """The copy prior: a fresh Γ fills a hole pixel with the mean of the frames that observe it."""
     torch.manual_seed(0)
-    net = LocalNet(LocalNetConfig(base_channels=8, depth=2), k=2).eval()
+    net = LocalNet(LocalNetConfig(base_channels=8, depth=2, align=False), k=2).eval()
     h = w = 16
     target = torch.rand(1, 3, h, w)
     tmask = torch.zeros(1, 1, h, w)
@@ -122,3 +122,145 @@ def test_untrained_net_copies_what_the_conditioning_frames_show() -> None:
     assert torch.allclose(out[0, :, 8:12, 4:12], both[:, 8:12, 4:12], atol=0.05)
     assert torch.allclose(out[0, :, 4:8, 4:12], cond[0, 1, :, 4:8, 4:12], atol=0.05)
     assert torch.equal(out[..., :4, :], target[..., :4, :])
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+def _scene(seed: int, side: int, margin: int) -> torch.Tensor:
+    """A smooth random texture (1, 3, side + 2 margin, side + 2 margin) to crop shifted views from."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(1, 3, side + 2 * margin, side + 2 * margin, generator=g)
+    return torch.nn.functional.avg_pool2d(img, 3, 1, 1)
+
+
+def _brute_force_shift(
+    x: torch.Tensor, m: torch.Tensor, c: torch.Tensor, n: torch.Tensor, r: int, min_overlap: float
+) -> tuple[int, int]:
+    """Direct evaluation of the alignment cost E(s) for every shift (the docstring's formula)."""
+    H, W = x.shape[-2:]
+    xg, cg = x.mean(0), c.mean(0)
+    w, v = 1 - m[0], 1 - n[0]
+    best, arg, zero = float("inf"), (0, 0), float("inf")
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            num = den = 0.0
+            for y in range(max(0, -dy), min(H, H - dy)):
+                for x_ in range(max(0, -dx), min(W, W - dx)):
+                    ww = float(w[y, x_] * v[y + dy, x_ + dx])
+                    num += ww * float(xg[y, x_] - cg[y + dy, x_ + dx]) ** 2
+                    den += ww
+            if den < min_overlap * H * W:
+                continue
+            cost = num / max(den, 1.0) + SHIFT_PENALTY * (dy * dy + dx * dx)
+            if (dy, dx) == (0, 0):
+                zero = cost
+            if cost < best - 1e-9:
+                best, arg = cost, (dy, dx)
+    return arg if best < (1 - MIN_GAIN) * zero else (0, 0)
+
+
+def test_estimated_shift_is_the_brute_force_minimum_of_the_masked_cost() -> None:
+    g = torch.Generator().manual_seed(3)
+    found = 0
+    for trial in range(6):
+        H, W = 9, 11
+        x = torch.rand(3, H, W, generator=g)
+        shift = torch.randint(-2, 3, (2,), generator=g).tolist()
+        noise = 0.3 * trial / 5  # from a clean moved copy to one that hardly pins the motion down
+        c = torch.roll(x, shift, dims=(1, 2)) + noise * torch.rand(3, H, W, generator=g)
+        m = (torch.rand(1, H, W, generator=g) < 0.3).float()
+        n = (torch.rand(1, H, W, generator=g) < 0.3).float()
+        got = tuple(
+            estimate_shifts(x[None], m[None], c[None, None], n[None, None], max_shift=3)[0, 0].tolist()
+        )
+        assert got == _brute_force_shift(x, m, c, n, 3, 0.25), trial
+        found += got != (0, 0)
+    assert found >= 2  # the comparison is not only between two "no shift" answers
+
+
+def test_pure_noise_is_not_shifted() -> None:
+    g = torch.Generator().manual_seed(4)
+    x, c = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 1, 3, 32, 32, generator=g)
+    zeros = torch.zeros(4, 1, 32, 32)
+    assert not estimate_shifts(x, zeros, c, zeros[:, None], max_shift=4).any()
+
+
+def test_known_translations_are_recovered_despite_holes() -> None:
+    side, r = 48, 6
+    scene = _scene(0, side, r)
+    target = scene[..., r : r + side, r : r + side]
+    moves = [(0, 0), (3, -2), (-6, 5), (6, 6)]  # where each view's camera sits relative to the target's
+    cond = torch.stack(
+        [scene[..., r + dy : r + dy + side, r + dx : r + dx + side] for dy, dx in moves], dim=1
+    )
+    tmask = torch.zeros(1, 1, side, side)
+    tmask[..., 5:20, 8:30] = 1
+    cmask = torch.zeros(1, len(moves), 1, side, side)
+    cmask[..., 25:40, 10:35] = 1
+    got = estimate_shifts(target, tmask, cond, cmask, max_shift=r)
+    assert got[0].tolist() == [[-dy, -dx] for dy, dx in moves]
+
+
+def test_shift_frames_moves_pixels_and_marks_the_uncovered_border_as_holes() -> None:
+    f = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
+    m = torch.zeros(1, 1, 5, 6)
+    m[..., 1, 1] = 1
+    out, om = shift_frames(f, m, torch.tensor([[1, -2]]))  # out[y, x] = f[y + 1, x - 2]
+    assert torch.equal(out[..., :4, 2:], f[..., 1:, :4] * (1 - m[..., 1:, :4]))
+    assert torch.equal(om[..., 4, :], torch.ones(1, 1, 6)) and torch.equal(
+        om[..., :, :2], torch.ones(1, 1, 5, 2)
+    )
+    assert om[0, 0, 0, 3] == 1  # the hole at (1, 1) lands at (0, 3)
+    assert float(om.sum()) == 5 * 6 - 4 * 4 + 1
+
+
+def test_aligned_copy_prior_fills_holes_from_a_panned_frame() -> None:
+    """An untrained Γ with alignment rebuilds a hole exactly from frames seen by a moving camera."""
+    torch.manual_seed(0)
+    side, r = 32, 4
+    scene = _scene(1, side, r)
+    target = scene[..., r : r + side, r : r + side]
+    cond = torch.stack(
+        [scene[..., r + 3 : r + 3 + side, r - 2 : r - 2 + side], scene[..., :side, r + 4 : r + 4 + side]],
+        dim=1,
+    )
+    tmask = torch.zeros(1, 1, side, side)
+    tmask[..., 10:20, 10:22] = 1
+    cmask = torch.zeros(1, 2, 1, side, side)
+    corrupted = target * (1 - tmask)
+    aligned = LocalNet(LocalNetConfig(base_channels=8, depth=2, max_shift=0.2), k=2).eval()
+    plain = LocalNet(LocalNetConfig(base_channels=8, depth=2, align=False), k=2).eval()
+    plain.load_state_dict(aligned.state_dict())
+    with torch.no_grad():
+        err_aligned = (aligned(corrupted, tmask, cond, cmask) - target).abs().max()
+        err_plain = (plain(corrupted, tmask, cond, cmask) - target).abs().max()
+    assert float(err_aligned) < 0.02 < float(err_plain)
+
+
+def test_precomputed_shifts_give_the_same_reconstruction() -> None:
+    """Callers may estimate each frame's shift once (brute force); Γ's output must not change."""
+    torch.manual_seed(0)
+    side, r = 32, 4
+    scene = _scene(2, side, r)
+    target = scene[..., r : r + side, r : r + side]
+    frames = torch.stack(
+        [scene[..., r + d : r + d + side, r - d : r - d + side] for d in (-3, 0, 2, 4)], dim=1
+    )
+    tmask = torch.zeros(1, 1, side, side)
+    tmask[..., 4:12, 6:20] = 1
+    fmask = (torch.rand(1, 4, 1, side, side) < 0.2).float()
+    net = LocalNet(LocalNetConfig(base_channels=8, depth=2, max_shift=0.2), k=2).eval()
+    all_shifts = net.shifts(target, tmask, frames, fmask)
+    assert all_shifts is not None and all_shifts.shape == (1, 4, 2)
+    pair = torch.tensor([0, 3])
+    with torch.no_grad():
+        a = net(target, tmask, frames[:, pair], fmask[:, pair])
+        b = net(target, tmask, frames[:, pair], fmask[:, pair], all_shifts[:, pair])
+    assert torch.equal(a, b)
+    assert (
+        LocalNet(LocalNetConfig(base_channels=8, depth=2, align=False), k=2).shifts(
+            target, tmask, frames, fmask
+        )
+        is None
+    )

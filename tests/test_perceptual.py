@@ -54,6 +54,7 @@ def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 @pytest.fixture(scope="module")
 def lpips_metric(vgg_file: tuple[Path, dict[str, torch.Tensor]]) -> PerceptualMetric:
+    pytest.importorskip("lpips", reason="the lpips package (rovr[lpips]) is not installed")
     path, _ = vgg_file
     return build_perceptual(
         MetricConfig(perceptual="lpips-vgg", vgg_weights=str(path)), "cpu", download=False

@@ -27,6 +27,9 @@ from rovr.models.policy import (
     candidate_to_frame,
     expand_candidate_logits,
     frame_to_candidate,
+    greedy_pair,
+    match_cues,
+    pair_cues,
     pair_entropy,
     pair_log_prob,
     pair_log_prob_table,
@@ -393,13 +396,18 @@ def test_gradients_reach_every_parameter(kind: str) -> None:
     actor, critic = build_actor(_cfg(kind), T), build_critic(_cfg(kind), T)
     obs, _ = _obs(T, B=4)
     out = actor(obs)
-    pair = sample_pair(out.logits, 0.7)
+    bias = out.pair_bias
+    assert (bias is not None) == (kind == "pointer")
+    pair = sample_topk(out.logits, 2, 0.7, bias=bias)
     loss = (
-        -pair_log_prob(out.logits, pair.i, pair.j, 0.7).mean() - 0.01 * pair_entropy(out.logits, 0.7).mean()
+        -pair_log_prob(out.logits, pair[:, 0], pair[:, 1], 0.7, bias=bias).mean()
+        - 0.01 * pair_entropy(out.logits, 0.7, bias).mean()
     )
     loss = loss + out.aux_value.square().mean() + critic(obs).square().mean()
     loss.backward()
     for name, p in [*actor.named_parameters(), *critic.named_parameters()]:
+        if name == "score.4.bias":  # one offset added to every logit: softmax ignores it (gradient 0)
+            continue
         assert p.grad is not None, name
         assert bool(torch.isfinite(p.grad).all()), name
         assert float(p.grad.abs().sum()) > 0, name
@@ -432,7 +440,7 @@ def test_pointer_serves_any_length_with_the_same_weights() -> None:
         assert critic(obs, num_frames=T).shape == (2,)
         # forward(obs) is the same computation as embed_frames + logits
         emb = actor.embed_frames(frames)
-        torch.testing.assert_close(actor.logits(emb, obs.target, obs.t), out.logits)
+        torch.testing.assert_close(actor.logits(emb, obs.target, obs.t, frames), out.logits)
         pair = sample_pair(out.logits, 0.7)
         assert bool((pair.i != obs.t).all()) and bool((pair.j != obs.t).all())
     assert sum(p.numel() for p in actor.parameters()) == n_params
@@ -453,3 +461,118 @@ def test_pointer_update_frame_equals_recomputing_every_embedding() -> None:
     torch.testing.assert_close(updated, actor.embed_frames(changed))
     assert not torch.equal(updated, emb)  # the input embeddings are not modified in place
     torch.testing.assert_close(emb, actor.embed_frames(frames))
+
+
+# ----------------------------------------------------------------------------- pair bias (pointer, pairwise)
+
+
+def _biased_pair_probs(logits: np.ndarray, bias: np.ndarray, tau: float) -> dict[tuple[int, ...], float]:
+    """Brute force: P({a, b}) = p(a) p(b | a) + p(b) p(a | b), p(b | a) ∝ exp((l_b + g_ab)/τ) over b ≠ a."""
+    p1 = _probs(logits, tau)
+    n = len(logits)
+    out: dict[tuple[int, ...], float] = {}
+    for a in range(n):
+        for b in range(n):
+            if a == b or p1[a] == 0:
+                continue
+            w = np.array([np.exp((logits[c] + bias[a, c]) / tau) if c != a else 0.0 for c in range(n)])
+            key = (min(a, b), max(a, b))
+            out[key] = out.get(key, 0.0) + p1[a] * w[b] / w.sum()
+    return out
+
+
+def _bias(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(n, n, generator=g, dtype=torch.float64)
+    return (b + b.T)[None]
+
+
+def test_zero_pair_bias_is_exactly_plackett_luce() -> None:
+    lg = _logits(7, seed=3, masked=(2,))[None]
+    lp0, _, _ = pair_log_prob_table(lg, 0.7)
+    lp1, _, _ = pair_log_prob_table(lg, 0.7, torch.zeros(1, 7, 7, dtype=lg.dtype))
+    torch.testing.assert_close(lp1, lp0, rtol=0, atol=1e-12)
+
+
+def test_biased_pair_distribution_matches_enumeration_and_sampling() -> None:
+    n, tau = 6, 0.7
+    lg, bias = _logits(n, seed=5, masked=(4,))[None], _bias(n, seed=6)
+    ref = _biased_pair_probs(lg[0].numpy(), bias[0].numpy(), tau)
+    lp, ia, ib = pair_log_prob_table(lg, tau, bias)
+    for m in range(len(ia)):
+        want = ref.get((int(ia[m]), int(ib[m])), 0.0)
+        assert math.isclose(float(lp[0, m].exp()), want, abs_tol=1e-12)
+    assert math.isclose(float(lp.exp().sum()), 1.0, abs_tol=1e-12)
+    a, b = torch.tensor([5, 0]), torch.tensor([1, 3])  # (5, 1) in either order
+    got = pair_log_prob(lg.expand(2, n), a, b, tau, bias=bias.expand(2, n, n)).exp()
+    torch.testing.assert_close(got, torch.tensor([ref[(1, 5)], ref[(0, 3)]], dtype=got.dtype))
+    assert pair_log_prob(lg, torch.tensor([4]), torch.tensor([0]), tau, bias=bias).item() == -INF  # masked
+    ent = -sum(p * math.log(p) for p in ref.values() if p > 0)
+    assert math.isclose(float(pair_entropy(lg, tau, bias)), ent, rel_tol=1e-10)
+    draws = 200_000
+    idx = sample_topk(
+        lg.float().expand(draws, n),
+        2,
+        tau,
+        generator=torch.Generator().manual_seed(0),
+        bias=bias.float().expand(draws, n, n),
+    )
+    _frequency_check(idx, ref)
+    assert tuple(greedy_pair(lg, bias)[0].tolist()) == max(ref, key=lambda k: ref[k])
+    with pytest.raises(ValueError, match="geometric"):
+        pair_log_prob(lg, a[:1], b[:1], tau, mode="geometric", bias=bias)
+
+
+def test_biased_pair_log_probs_have_finite_gradients_with_masked_frames() -> None:
+    lg = _logits(6, seed=7, masked=(0, 3))[None].requires_grad_(True)
+    bias = _bias(6, seed=8).requires_grad_(True)
+    (pair_log_prob_table(lg, 0.7, bias)[0].exp().sum() + pair_entropy(lg, 0.7, bias).sum()).backward()
+    assert lg.grad is not None and bias.grad is not None
+    assert bool(torch.isfinite(lg.grad).all()) and bool(torch.isfinite(bias.grad).all())
+
+
+def test_match_and_pair_cues_by_hand() -> None:
+    """Cells 2x2; target holes at the two left pixels; frame 0 shows the top-left, frame 1 the bottom-left."""
+    target = torch.full((1, 3, 2, 2), 0.5)
+    target[..., :, 0] = 0  # holes (blanked) in the left column
+    frames = torch.full((1, 3, 3, 2, 2), 0.5)
+    frames[0, 0, :, 1, 0] = 0  # frame 0 hides bottom-left
+    frames[0, 1, :, 0, 0] = 0  # frame 1 hides top-left
+    frames[0, 2, :, :, 0] = 0  # frame 2 hides both
+    frames[0, 2, :, 0, 1] = 0.7  # and differs by 0.2 at the top-right
+    cues = match_cues(frames, target)[0]  # (3, 3): coverage, log(1e-4 + mse), visible fraction
+    torch.testing.assert_close(cues[:, 0], torch.tensor([0.5, 0.5, 0.0]))
+    torch.testing.assert_close(cues[:, 1].exp() - 1e-4, torch.tensor([0.0, 0.0, 0.02]), atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(cues[:, 2], torch.tensor([0.75, 0.75, 0.5]))
+    pc = pair_cues(frames, target)[0]  # (3, 3, 2): union coverage, gain over the better frame
+    assert float(pc[0, 1, 0]) == 1.0 and float(pc[0, 1, 1]) == 0.5  # complementary: all holes, +0.5
+    assert float(pc[0, 2, 0]) == 0.5 and float(pc[0, 2, 1]) == 0.0
+    torch.testing.assert_close(pc[..., 0], pc[..., 0].T)
+
+
+def test_pointer_without_embeddings_scores_from_cues_and_trains() -> None:
+    """policy.embed = 0: no frame CNN; the scorer sees positions and cues, any T, gradients everywhere."""
+    torch.manual_seed(0)
+    cfg = PolicyConfig(kind="pointer", cell=8, channels=4, hidden=16, embed=0)
+    actor, critic = build_actor(cfg, 20), build_critic(cfg, 20)
+    assert not any("encoder" in n for n, _ in actor.named_parameters())
+    for T in (6, 40):
+        _, frames = _obs(T, B=3, seed=T, cell=8)
+        g = torch.Generator().manual_seed(T)
+        for b in range(3):  # blank a random rectangle (a hole) in every frame
+            for i in range(T):
+                y, x = torch.randint(0, 5, (2,), generator=g).tolist()
+                frames[b, i, :, y : y + 4, x : x + 3] = 0
+        t = torch.tensor([0, T // 2, T - 1])
+        obs = PolicyObs(_tile(frames), frames[torch.arange(3), t].clone(), t)
+        out = actor(obs, num_frames=T)
+        assert out.logits.shape == (3, T) and out.pair_bias is not None and out.pair_bias.shape == (3, T, T)
+        pair = sample_topk(out.logits, 2, 0.7, bias=out.pair_bias)
+        loss = -pair_log_prob(out.logits, pair[:, 0], pair[:, 1], 0.7, bias=out.pair_bias).mean()
+        loss = loss + out.aux_value.square().mean() + critic(obs, num_frames=T).square().mean()
+        actor.zero_grad()
+        critic.zero_grad()
+        loss.backward()
+        for name, p in [*actor.named_parameters(), *critic.named_parameters()]:
+            if name != "score.4.bias":
+                assert p.grad is not None and float(p.grad.abs().sum()) > 0, name

@@ -6,6 +6,9 @@ Baselines of paper §7 and the usual choices of video in-painting systems:
 * ``random`` — a uniform pair of other frames.
 * ``stride`` — nearest neighbours plus strided global references (as STTN / E2FGVI pick them).
 * ``oracle_best`` / ``oracle_worst`` — highest / lowest coverage from the exact oracle (§4).
+* ``oracle_copy`` — the pair whose aligned copy (Γ's copy prior, no UNet) is closest to the
+  original in the target's holes (:func:`copy_pair_costs`; peeks at the original). Cheap enough to
+  label every training state: the expert imitation learns from by default.
 * ``brute_force`` — the pair whose Γ output has the lowest L_P against the original: the ceiling
   of any k-frame policy with this Γ (it peeks at the original; evaluation only).
 * learned policies (``imitation``, ``rovr_*``) through :class:`PolicyChooser`.
@@ -140,6 +143,71 @@ class Oracle:
         return sorted(chosen)
 
 
+@torch.no_grad()
+def copy_pair_costs(episodes: Episodes, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Cost of every pair for the current target: the copy prior's error in the target's holes.
+
+    For target t (original x, holes h) and frames i, j aligned onto it as Γ aligns them (frames
+    a_i, visibility v_i), the copy of the pair is ``c = (v_i a_i + v_j a_j) / (v_i + v_j)`` where
+    ``v_i + v_j > 0``. Its cost is the mean over hole pixels p of t of
+
+        ‖c(p) − x(p)‖²   where a frame shows p,   ‖μ − x(p)‖²   where none does,
+
+    μ being the mean colour of t's visible pixels (the error of the plainest fill). It weighs
+    coverage, alignment and motion at once — what makes a pair useful to Γ — without running Γ.
+    Returns (B', T, T) float, symmetric, +inf on the diagonal and wherever i or j is t.
+    """
+    t, n, dev = episodes.t, episodes.num_frames, episodes.device
+    rows = torch.arange(episodes.batch_size, device=dev) if rows is None else rows
+    a, b = torch.triu_indices(n, n, offset=1, device=dev)
+    out = torch.full((len(rows), n, n), float("inf"), device=dev)
+    frames_idx = torch.arange(n, device=dev)[None]
+    for r_i, row in enumerate(rows.tolist()):
+        r = torch.tensor([row], device=dev)
+        frames, holes = episodes.conditioning(frames_idx, r)  # (1, T, 3, H, W), (1, T, 1, H, W)
+        target, tmask = episodes.corrupted[r, t], episodes.masks[r, t][:, None].float()
+        shifts = episodes.net.shifts(target, tmask, frames, holes)
+        if shifts is not None:
+            from rovr.models.local import align
+
+            frames, holes = align(target, tmask, frames, holes, 0, shifts)
+        hole = episodes.masks[row, t].flatten()  # (HW,) bool
+        x = episodes.original[row, t].flatten(1)[:, hole]  # (3, Nh)
+        if x.shape[1] == 0:
+            out[r_i] = 0.0
+        else:
+            vis = ~episodes.masks[row, t].flatten()
+            mu = episodes.corrupted[row, t].flatten(1)[:, vis].mean(dim=1, keepdim=True) if vis.any() else 0.5
+            v = 1.0 - holes[0].flatten(1)[:, hole]  # (T, Nh)
+            f = frames[0].flatten(2)[:, :, hole] * v[:, None]  # (T, 3, Nh), zero where unseen
+            den = v[a] + v[b]  # (P, Nh)
+            copy = (f[a] + f[b]) / den.clamp(min=1.0)[:, None]  # (P, 3, Nh)
+            err = ((copy - x[None]) ** 2).sum(dim=1)  # (P, Nh)
+            fill = ((mu - x) ** 2).sum(dim=0)  # (Nh,)
+            cost = torch.where(den > 0, err, fill[None]).mean(dim=1)  # (P,)
+            out[r_i, a, b] = cost
+            out[r_i, b, a] = cost
+        out[r_i, t, :] = float("inf")
+        out[r_i, :, t] = float("inf")
+    return out
+
+
+class CopyOracle:
+    """The pair with the lowest :func:`copy_pair_costs` (peeks at the original; k = 2 only)."""
+
+    name = "oracle_copy"
+
+    def reset(self, episodes: Episodes) -> None:
+        if episodes.k != 2:
+            raise RovrError(f"oracle_copy chooses pairs (k=2); got k={episodes.k}")
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        cost = copy_pair_costs(episodes)  # (B, T, T)
+        flat = cost.flatten(1).argmin(dim=1)
+        n = episodes.num_frames
+        return torch.stack([flat // n, flat % n], dim=1).sort(dim=1).values
+
+
 class BruteForce:
     """For each target, every set of k frames through Γ; keep the one with the lowest L_P (peeks at X)."""
 
@@ -163,10 +231,11 @@ class BruteForce:
         best = torch.zeros(episodes.batch_size, k, dtype=torch.long, device=dev)
         for b in range(episodes.batch_size):
             scores = []
+            shifts = episodes.frame_shifts(b)  # (T, 2): each frame aligned once, not once per pair
             for start in range(0, len(combos), self.chunk):
                 pairs = combos[start : start + self.chunk]
                 rows = torch.full((len(pairs),), b, dtype=torch.long, device=dev)
-                x_hat = episodes.rebuild(pairs, rows)
+                x_hat = episodes.rebuild(pairs, rows, None if shifts is None else shifts[pairs])
                 target = episodes.original[b, t].expand_as(x_hat)
                 scores.append(metric(x_hat, target))
             best[b] = combos[int(torch.cat(scores).argmin())]
@@ -187,16 +256,19 @@ class PolicyChooser:
 
     @torch.no_grad()
     def choose(self, episodes: Episodes) -> torch.Tensor:
-        from rovr.models.policy import check_logits, sample_topk
+        from rovr.models.policy import check_logits, greedy_pair, sample_topk
 
         obs = episodes.observation()
-        logits = check_logits(self.actor(obs.video, obs.target, obs.t).logits)  # (B, T), -inf at t
+        out = self.actor(obs.video, obs.target, obs.t)
+        logits, bias = check_logits(out.logits), out.pair_bias  # (B, T), -inf at t; (B, T, T) or None
         if self.sample:
-            return sample_topk(logits, episodes.k, self.tau, generator=self.generator).sort(dim=1).values
+            return sample_topk(logits, episodes.k, self.tau, generator=self.generator, bias=bias)
+        if bias is not None and episodes.k == 2:
+            return greedy_pair(logits, bias)
         return logits.topk(episodes.k, dim=1).indices.sort(dim=1).values
 
 
-BASELINES = ("sequential", "random", "stride", "oracle_best", "oracle_worst", "brute_force")
+BASELINES = ("sequential", "random", "stride", "oracle_best", "oracle_worst", "oracle_copy", "brute_force")
 
 
 def make_baseline(name: str, seed: int = 0) -> Chooser:
@@ -207,6 +279,7 @@ def make_baseline(name: str, seed: int = 0) -> Chooser:
         "stride": Stride(),
         "oracle_best": Oracle(best=True),
         "oracle_worst": Oracle(best=False),
+        "oracle_copy": CopyOracle(),
         "brute_force": BruteForce(),
     }
     if name not in table:

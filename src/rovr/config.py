@@ -143,15 +143,25 @@ class ImitationConfig:
     loss: Literal["bce", "listwise"] = _f(
         "listwise", "'bce' (paper Eq. 2) or 'listwise' ranking over pairs (paper §8)"
     )
+    expert: Literal["copy", "coverage"] = _f(
+        "copy",
+        "listwise expert: 'copy' = lowest error of the aligned copy in the holes (needs no Γ run), "
+        "'coverage' = the paper's mask oracle (with imitation.distance_weight)",
+    )
     distance_weight: float = _f(
         1.0,
-        "listwise expert: pair score = coverage − α (|i−t| + |j−t|)/T; 0 = the paper's oracle (coverage only)",
+        "coverage expert: pair score = coverage − α (|i−t| + |j−t|)/T; 0 = the paper's oracle (coverage only)",
+    )
+    soft: float = _f(
+        0.0,
+        "copy expert: 0 = imitate the best pair only; s > 0 = q ∝ exp(−(cost − min) / (s · mean cost))",
     )
     max_minutes: float = _f(0.0, "stop after this many minutes (0 = no limit)")
 
     def __post_init__(self) -> None:
         check(self.steps >= 0, "imitation.steps", "must be >= 0")
         check(self.lr > 0, "imitation.lr", "must be > 0")
+        check(self.soft >= 0, "imitation.soft", f"must be >= 0 (got {self.soft})")
 
 
 @dataclass

@@ -54,7 +54,7 @@ TABLE1_POLICIES: dict[str, str] = {
 """Table 1 row name → the baseline chooser that produces it."""
 LEARNED_POLICIES = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
 """Learned policies a full run trains (``policy_<name>.safetensors`` in the run folder)."""
-TABLE2_BASELINES = ("sequential", "random", "stride", "oracle_best", "brute_force")
+TABLE2_BASELINES = ("sequential", "random", "stride", "oracle_best", "oracle_copy", "brute_force")
 TABLE2_ORDER = LEARNED_POLICIES + TABLE2_BASELINES
 """Row order of Table 2 (DESIGN.md names); other names follow in the order given."""
 TABLE2_METRICS = ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed", "coverage", "valid_rate")

@@ -5,7 +5,7 @@ the transition (Γ rebuilds the target from the chosen frames; the video then ho
 rewards (local perceptual improvement each step, paper §6.3; flow recovery at the end, Eq. 3).
 :func:`reconstruct` runs any :class:`~rovr.conditioning.Chooser` through it.
 
-What Γ sees of a conditioning frame is set by ``condition_on``:
+What Γ sees of a conditioning frame — and so what the policy observes of it — is set by ``condition_on``:
 
 * ``"observed"`` (default): its observed pixels only (holes blanked and flagged), whether or not it
   was already reconstructed — errors never compound, and the oracle's coverage is exactly what Γ
@@ -127,11 +127,18 @@ class Episodes:
         return self.order[self.step_index]
 
     def observation(self) -> Observation:
-        """s_t: tiled low-res current video and low-res target (§5.1.1, Fig. 2)."""
+        """s_t: tiled low-res video and low-res target (§5.1.1, Fig. 2), each frame as Γ will use it.
+
+        With ``condition_on="current"`` this is the paper's state: the current video, reconstructed
+        frames so far and corrupted frames after. With ``"observed"`` (default) Γ uses only the observed
+        pixels of every frame, so the state shows the corrupted video: a reconstructed frame shown
+        without its holes would hide exactly what the policy must know (which pixels Γ can copy).
+        """
         b = self.batch_size
+        shown = self.video if self.condition_on == "current" else self.corrupted
         return Observation(
-            video=tile(self.video, self.cell),
-            target=downsample(self.video[:, self.t], self.cell),
+            video=tile(shown, self.cell),
+            target=downsample(shown[:, self.t], self.cell),
             t=torch.full((b,), self.t, dtype=torch.long, device=self.device),
         )
 
@@ -150,14 +157,28 @@ class Episodes:
             raise RovrError(f"conditioning frames must be distinct: {pairs.tolist()}")
         return pairs
 
-    def rebuild(self, pairs: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """x̂_t = Γ(x̄_t, c_1..c_k) for the given (B', k) frames of episodes ``rows``. (B', 3, H, W)."""
+    def rebuild(
+        self, pairs: torch.Tensor, rows: torch.Tensor | None = None, shifts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x̂_t = Γ(x̄_t, c_1..c_k) for the given (B', k) frames of episodes ``rows``. (B', 3, H, W).
+
+        ``shifts`` (B', k, 2): Γ's alignment of those frames, if already known (:meth:`frame_shifts`).
+        """
         t = self.t
         rows = torch.arange(self.batch_size, device=self.device) if rows is None else rows
         cond, cond_masks = self.conditioning(pairs, rows)
         target = self.corrupted[rows, t]  # x̄_t: the target is always rebuilt from its corrupted self
         target_mask = self.masks[rows, t][:, None].float()
-        return self.net(target, target_mask, cond, cond_masks)
+        return self.net(target, target_mask, cond, cond_masks, shifts)
+
+    def frame_shifts(self, row: int) -> torch.Tensor | None:
+        """Γ's alignment shift (T, 2) of every frame of episode ``row`` onto its current target; None if Γ
+        does not align. Lets a caller that rebuilds one target from many pairs estimate each shift once."""
+        t, n = self.t, self.num_frames
+        rows = torch.full((1,), row, dtype=torch.long, device=self.device)
+        frames, holes = self.conditioning(torch.arange(n, device=self.device)[None], rows)
+        s = self.net.shifts(self.corrupted[rows, t], self.masks[rows, t][:, None].float(), frames, holes)
+        return None if s is None else s[0]
 
     def conditioning(self, pairs: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Γ's view of frames ``pairs`` (B', k) of episodes ``rows`` (B',): (B', k, 3, H, W), (B', k, 1, H, W)."""

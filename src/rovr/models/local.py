@@ -21,6 +21,13 @@ class LocalNetConfig:
         default=32, metadata={"help": "channels of the first UNet level (doubled per level)"}
     )
     depth: int = field(default=3, metadata={"help": "number of down/up-sampling levels"})
+    align: bool = field(
+        default=True,
+        metadata={"help": "shift each conditioning frame onto the target (global translation) before Γ"},
+    )
+    max_shift: float = field(
+        default=0.125, metadata={"help": "largest alignment shift, as a fraction of the frame side"}
+    )
 
     def __post_init__(self) -> None:
         from rovr.config import check
@@ -31,6 +38,117 @@ class LocalNetConfig:
             f"must be in [4, 512] (got {self.base_channels})",
         )
         check(1 <= self.depth <= 6, "local.depth", f"must be in [1, 6] (got {self.depth})")
+        check(0 <= self.max_shift <= 0.5, "local.max_shift", f"must be in [0, 0.5] (got {self.max_shift})")
+
+
+# ----------------------------------------------------------------------------- alignment
+
+#: Penalty per squared pixel of shift added to the alignment cost, so ties (flat images, static
+#: cameras) resolve to no shift; far below the cost change of any real misalignment.
+SHIFT_PENALTY = 1e-5
+#: A shift is taken only if it lowers the cost of no shift by this fraction: on content that does
+#: not pin the motion down (noise, flat regions) the frame stays put instead of following float noise.
+MIN_GAIN = 0.25
+
+
+def _xcorr(a: torch.Tensor, b: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Linear cross-correlation ``c[s] = Σ_p a[p] · b[p + s]`` of (N, H, W) maps, zero-padded to ``size``.
+
+    Shift ``s = (dy, dx)`` sits at index ``(dy mod size[0], dx mod size[1])``.
+    """
+    fa = torch.fft.rfft2(a, s=size)
+    fb = torch.fft.rfft2(b, s=size)
+    return torch.fft.irfft2(fa.conj() * fb, s=size)
+
+
+@torch.no_grad()
+def estimate_shifts(
+    target: torch.Tensor,
+    target_mask: torch.Tensor,
+    cond: torch.Tensor,
+    cond_masks: torch.Tensor,
+    max_shift: int,
+    min_overlap: float = 0.25,
+) -> torch.Tensor:
+    """Integer translation aligning each conditioning frame to the target, by masked least squares.
+
+    For target x (holes m) and frame c (holes n), with visibility weights w = 1 − m, v = 1 − n and
+    grey levels, the shift s = (dy, dx) minimises the mean squared difference over the pixels seen
+    in both::
+
+        E(s) = Σ_p w(p) v(p+s) (x(p) − c(p+s))² / Σ_p w(p) v(p+s)  +  SHIFT_PENALTY · |s|²
+
+    over |dy|, |dx| ≤ ``max_shift`` with an overlap of at least ``min_overlap`` of the frame, and
+    keeps s = 0 unless E(s) < (1 − MIN_GAIN) E(0). The
+    numerator expands into three cross-correlations (w x² ⋆ v, w ⋆ v c², w x ⋆ v c) and the
+    denominator is w ⋆ v, all computed with zero-padded FFTs: O(HW log HW) per frame pair instead
+    of O(HW · shifts). Returns (B, k, 2) long (dy, dx): the aligned frame is ``c[y + dy, x + dx]``.
+    """
+    B, k, _, H, W = cond.shape
+    size = (2 * H, 2 * W)  # zero padding: no wrap-around
+    x = target.float().mean(dim=1)  # (B, H, W) grey
+    w = 1.0 - target_mask.float().reshape(B, H, W)
+    c = cond.float().mean(dim=2).reshape(B * k, H, W)
+    v = 1.0 - cond_masks.float().reshape(B * k, H, W)
+    wx = w * x
+    rep = (lambda t: t.repeat_interleave(k, dim=0)) if k > 1 else (lambda t: t)
+    num = _xcorr(rep(wx * x), v, size) + _xcorr(rep(w), v * c * c, size) - 2.0 * _xcorr(rep(wx), v * c, size)
+    den = _xcorr(rep(w), v, size)
+    r = max(0, min(max_shift, H - 1, W - 1))
+    d = torch.arange(-r, r + 1, device=cond.device)
+    iy, ix = d % size[0], d % size[1]
+    num = num[:, iy][:, :, ix]  # (B·k, 2r+1, 2r+1): rows dy, cols dx
+    den = den[:, iy][:, :, ix]
+    cost = num / den.clamp(min=1.0) + SHIFT_PENALTY * (d[:, None] ** 2 + d[None, :] ** 2).to(num.dtype)
+    cost = cost.masked_fill(den < min_overlap * H * W, math.inf)
+    flat = cost.flatten(1)
+    best = flat.argmin(dim=1)  # all-inf rows (no overlap anywhere) pick index 0 below
+    dy, dx = d[best // (2 * r + 1)], d[best % (2 * r + 1)]
+    lowest, at_zero = flat.min(dim=1).values, cost[:, r, r]
+    ok = torch.isfinite(lowest) & (lowest < (1.0 - MIN_GAIN) * at_zero)
+    shifts = torch.stack([dy, dx], dim=1) * ok[:, None]
+    return shifts.view(B, k, 2)
+
+
+def shift_frames(
+    frames: torch.Tensor, masks: torch.Tensor, shifts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out[y, x] = frames[y + dy, x + dx]``; pixels from outside the frame become holes.
+
+    frames (N, C, H, W), masks (N, 1, H, W) (1 = hole), shifts (N, 2) long -> (frames, masks).
+    """
+    N, C, H, W = frames.shape
+    ys = torch.arange(H, device=frames.device)[None, :] + shifts[:, :1]  # (N, H)
+    xs = torch.arange(W, device=frames.device)[None, :] + shifts[:, 1:]  # (N, W)
+    inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]  # (N, H, W)
+    lin = (ys.clamp(0, H - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]).flatten(1)  # (N, HW)
+    out = frames.flatten(2).gather(2, lin[:, None, :].expand(N, C, H * W)).view(N, C, H, W)
+    m = masks.to(frames.dtype).flatten(2).gather(2, lin[:, None, :]).view(N, 1, H, W)
+    m = torch.where(inside[:, None], m, torch.ones_like(m))
+    return out * (1 - m), m
+
+
+def align(
+    target: torch.Tensor,
+    target_mask: torch.Tensor,
+    cond: torch.Tensor,
+    cond_masks: torch.Tensor,
+    max_shift: int,
+    shifts: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditioning frames (B, k, 3, H, W) and holes (B, k, 1, H, W) shifted onto the target.
+
+    ``shifts`` (B, k, 2), when given, are used instead of estimating them (callers that rebuild one
+    target from many frame sets estimate each frame's shift once).
+    """
+    B, k, C, H, W = cond.shape
+    if shifts is None:
+        shifts = estimate_shifts(target, target_mask, cond, cond_masks, max_shift)
+    s = shifts.reshape(B * k, 2)
+    if not bool(s.any()):
+        return cond, cond_masks.to(cond.dtype)
+    f, m = shift_frames(cond.reshape(B * k, C, H, W), cond_masks.reshape(B * k, 1, H, W), s)
+    return f.view(B, k, C, H, W), m.view(B, k, 1, H, W)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -77,6 +195,11 @@ class LocalNet(nn.Module):
     initialised near zero: an untrained Γ already copies what the chosen frames show, and training
     learns the corrections (motion, lighting) and the hallucination of pixels no frame shows.
     Level l of the UNet has ``base_channels · 2**l`` channels, l = 0 … depth.
+
+    With ``align`` (default), each conditioning frame is first shifted onto the target by the
+    integer translation that best matches the pixels both show (:func:`estimate_shifts`), so a
+    distant frame of a panning camera contributes pixels in the right place; pixels shifted in from
+    outside the frame count as holes. Alignment has no parameters and no gradient.
     """
 
     def __init__(self, cfg: LocalNetConfig, k: int = 2) -> None:
@@ -96,12 +219,29 @@ class LocalNet(nn.Module):
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)
 
+    @property
+    def aligns(self) -> bool:
+        return self.cfg.align and self.cfg.max_shift > 0
+
+    def _max_shift(self, H: int, W: int) -> int:
+        return round(self.cfg.max_shift * min(H, W))
+
+    def shifts(
+        self, target: torch.Tensor, target_mask: torch.Tensor, frames: torch.Tensor, frame_masks: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Alignment shifts (B, n, 2) of ``frames`` (B, n, 3, H, W) onto ``target``; None without alignment."""
+        if not self.aligns:
+            return None
+        H, W = target.shape[-2:]
+        return estimate_shifts(target, target_mask, frames, frame_masks, self._max_shift(H, W))
+
     def forward(
         self,
         target: torch.Tensor,
         target_mask: torch.Tensor,
         cond: torch.Tensor,
         cond_masks: torch.Tensor,
+        shifts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruct the target frame.
 
@@ -110,6 +250,7 @@ class LocalNet(nn.Module):
             target_mask: (B, 1, H, W) float or bool, 1 = hole of x̄_t.
             cond: (B, k, 3, H, W) float in [0, 1], the conditioning frames c_1 … c_k.
             cond_masks: (B, k, 1, H, W) float or bool, 1 = hole of each conditioning frame.
+            shifts: optional (B, k, 2) alignment shifts from :meth:`shifts` (estimated when omitted).
 
         Returns:
             (B, 3, H, W) in [0, 1]: x̂_t = x̄_t ⊙ (1 − m) + Γ_pred ⊙ m, known pixels kept exactly.
@@ -120,6 +261,8 @@ class LocalNet(nn.Module):
                 f"LocalNet(k={self.k}) expects cond (B, {self.k}, 3, H, W) and cond_masks (B, {self.k}, 1, H, W) "
                 f"for target {tuple(target.shape)}; got {tuple(cond.shape)} and {tuple(cond_masks.shape)}"
             )
+        if self.aligns:
+            cond, cond_masks = align(target, target_mask, cond, cond_masks, self._max_shift(H, W), shifts)
         m = target_mask.to(target.dtype)  # (B, 1, H, W)
         cm = cond_masks.to(target.dtype)  # (B, k, 1, H, W)
         frames = torch.cat([target * (1 - m), m], dim=1)  # (B, 4, H, W)

@@ -52,7 +52,20 @@ class PolicyConfig:
         default=4,
         metadata={"help": "side of the feature map kept per frame cell after the CNN (before the FC layers)"},
     )
-    embed: int = field(default=128, metadata={"help": "pointer: size D of a per-frame embedding"})
+    embed: int = field(
+        default=128,
+        metadata={
+            "help": "pointer: size D of a learned per-frame embedding; 0 = score frames from the "
+            "low-res cues and positions alone (generalises better from few training videos)"
+        },
+    )
+    pairwise: bool = field(
+        default=True,
+        metadata={
+            "help": "pointer: a learned pair term from low-res hole overlap; the second frame is drawn "
+            "given the first (False = Plackett–Luce on per-frame scores, as the paper)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from rovr.config import check
@@ -66,7 +79,7 @@ class PolicyConfig:
             "policy.cell_features",
             f"must be in [1, policy.cell] (got {self.cell_features})",
         )
-        check(1 <= self.embed <= 4096, "policy.embed", f"must be in [1, 4096] (got {self.embed})")
+        check(0 <= self.embed <= 4096, "policy.embed", f"must be in [0, 4096] (got {self.embed})")
 
 
 class InvalidLogitsError(RovrError, ValueError):
@@ -155,7 +168,12 @@ def topk_log_prob(logits: Tensor, idx: Tensor, tau: float, ordered: bool = False
 
 
 def pair_log_prob(
-    logits: Tensor, a: Tensor, b: Tensor, tau: float, mode: Literal["exact", "geometric"] = "exact"
+    logits: Tensor,
+    a: Tensor,
+    b: Tensor,
+    tau: float,
+    mode: Literal["exact", "geometric"] = "exact",
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Log-probability of the unordered pair {a, b} under the policy. logits (B, N), a, b (B,) -> (B,).
 
@@ -164,8 +182,22 @@ def pair_log_prob(
     individual log-probs ``(log p_a + log p_b)/2`` — more stable by the paper's account, but not the
     log-probability of any distribution over pairs (its exponentials do not sum to 1). a == b or a
     masked frame gives -inf in both modes.
+
+    With a pairwise ``bias`` (B, N, N) the pair is drawn by :func:`sample_topk` in two conditional steps
+    and its exact log-probability is read off :func:`pair_log_prob_table` (``mode`` must be 'exact').
     """
     _check_tau(tau)
+    if bias is not None:
+        if mode != "exact":
+            raise ValueError(
+                "the paper's geometric log-prob is defined for per-frame logits only (no pair bias)"
+            )
+        lp, ia, ib = pair_log_prob_table(logits, tau, bias)
+        N = logits.shape[1]
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        slot = lo * (2 * N - lo - 1) // 2 + (hi - lo - 1)  # index of (lo, hi) in triu order
+        out = lp.gather(1, slot.clamp(0, lp.shape[1] - 1)[:, None]).squeeze(1)
+        return out.masked_fill(a == b, -math.inf)
     if mode not in ("exact", "geometric"):
         raise ValueError(f"mode must be 'exact' or 'geometric' (got {mode!r})")
     if a.shape != (logits.shape[0],) or b.shape != a.shape:
@@ -208,19 +240,79 @@ def _entropy_from_log_probs(lp: Tensor) -> Tensor:
     return -torch.where(finite, safe.exp() * safe, torch.zeros_like(lp)).sum(dim=-1)
 
 
-def pair_entropy(logits: Tensor, tau: float) -> Tensor:
-    """Exact entropy (nats) of the unordered-pair distribution of Gumbel top-2 sampling. (B, N) -> (B,).
+def check_bias(logits: Tensor, bias: Tensor) -> Tensor:
+    """``bias`` (B, N, N) must match the logits and be finite; returned unchanged."""
+    B, N = logits.shape
+    if bias.shape != (B, N, N):
+        raise ValueError(f"pair bias must be (B, N, N) = ({B}, {N}, {N}); got {tuple(bias.shape)}")
+    if not bool(torch.isfinite(bias).all()):
+        raise InvalidLogitsError(
+            "NaN/inf pair bias from the policy: training diverged; lower the learning rate"
+        )
+    return bias
+
+
+def conditional_log_probs(logits: Tensor, tau: float, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """The two draws of a pair with a pairwise bias: ``log p(a)`` (B, N) and ``log p(b | a)`` (B, N, N).
+
+    ``p(a) = softmax(l/τ)`` and ``p(b | a) = softmax_{b ≠ a}((l_b + g_ab)/τ)``. With g = 0 this is exactly
+    Plackett–Luce (Gumbel top-2): the second draw renormalises the first distribution without a.
+    """
+    _check_tau(tau)
+    check_logits(logits, 2)
+    check_bias(logits, bias)
+    N = logits.shape[1]
+    first = torch.log_softmax(logits / tau, dim=1)
+    eye = torch.eye(N, dtype=torch.bool, device=logits.device)
+    second = ((logits[:, None, :] + bias) / tau).masked_fill(eye, -math.inf)  # (B, N, N): row a, column b
+    return first, torch.log_softmax(second, dim=2)
+
+
+def pair_entropy(logits: Tensor, tau: float, bias: Tensor | None = None) -> Tensor:
+    """Exact entropy (nats) of the unordered-pair distribution (Gumbel top-2, or the two conditional draws
+    with a pair ``bias``). (B, N) -> (B,).
 
     Enumerates all N(N-1)/2 pairs at once: O(B·N²) time and memory (N = 20: 190 pairs; N <= ~64 is
     cheap; N = 2000 needs ~2·10⁶ floats per row). Differentiable (the PPG entropy bonus).
     """
-    lp, _, _ = _pair_table(logits, tau)
+    lp, _, _ = pair_log_prob_table(logits, tau, bias)
     return _entropy_from_log_probs(lp)
 
 
-def pair_log_prob_table(logits: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact log P({a, b}) of all pairs a < b: (lp (B, M), a (M,), b (M,)), M = N(N-1)/2; -inf if masked."""
-    return _pair_table(logits, tau)
+def pair_log_prob_table(
+    logits: Tensor, tau: float, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact log P({a, b}) of all pairs a < b: (lp (B, M), a (M,), b (M,)), M = N(N-1)/2; -inf if masked.
+
+    Without ``bias``: Plackett–Luce (module docstring). With a pairwise bias g (B, N, N), the pair is drawn
+    as a ~ p(a), then b ~ p(b | a) (:func:`conditional_log_probs`), and
+    ``P({a, b}) = p(a) p(b | a) + p(b) p(a | b)``.
+    """
+    if bias is None:
+        return _pair_table(logits, tau)
+    first, second = conditional_log_probs(logits, tau, bias)
+    N = logits.shape[1]
+    ia, ib = torch.triu_indices(N, N, offset=1, device=logits.device)
+    # -inf (masked) terms are replaced before logaddexp and restored after, so no NaN reaches backward
+    f_ok, s_ok = torch.isfinite(first), torch.isfinite(second)
+    first = torch.where(f_ok, first, torch.zeros_like(first))
+    second = torch.where(s_ok, second, torch.zeros_like(second))
+    ok_ab = f_ok[:, ia] & s_ok[:, ia, ib]  # (B, M): a then b is a possible draw
+    ok_ba = f_ok[:, ib] & s_ok[:, ib, ia]
+    floor = torch.full_like(first[:, ia], -1e4)
+    ab = torch.where(ok_ab, first[:, ia] + second[:, ia, ib], floor)
+    ba = torch.where(ok_ba, first[:, ib] + second[:, ib, ia], floor)
+    lp = torch.where(ok_ab | ok_ba, torch.logaddexp(ab, ba), torch.full_like(ab, -math.inf))
+    return lp, ia, ib
+
+
+def greedy_pair(logits: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The deterministic choice: top-2 logits, or with a pair bias the most probable pair. (B, 2), i < j."""
+    if bias is None:
+        return logits.topk(2, dim=1).indices.sort(dim=1).values
+    lp, ia, ib = pair_log_prob_table(logits, 1.0, bias)
+    best = lp.argmax(dim=1)
+    return torch.stack([ia[best], ib[best]], dim=1)
 
 
 def topk_entropy(logits: Tensor, k: int, tau: float) -> Tensor:
@@ -237,7 +329,12 @@ def topk_entropy(logits: Tensor, k: int, tau: float) -> Tensor:
 
 
 def sample_topk(
-    logits: Tensor, k: int, tau: float, generator: torch.Generator | None = None, sort: bool = True
+    logits: Tensor,
+    k: int,
+    tau: float,
+    generator: torch.Generator | None = None,
+    sort: bool = True,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Draw k distinct frames by Gumbel top-k on ``l/τ`` (= Plackett–Luce). (B, N) -> (B, k) long.
 
@@ -247,10 +344,22 @@ def sample_topk(
     """
     _check_tau(tau)
     check_logits(logits, k)
+
+    def gumbel(shape: torch.Size) -> Tensor:
+        u = torch.rand(shape, generator=generator, device=logits.device, dtype=logits.dtype)
+        return -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
+
     with torch.no_grad():
-        u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))  # (B, N)
-        idx = (logits / tau + gumbel).topk(k, dim=1).indices  # (B, k), draw order
+        if bias is None:
+            idx = (logits / tau + gumbel(logits.shape)).topk(k, dim=1).indices  # (B, k), draw order
+        else:  # two conditional draws (Gumbel-max each): a ~ p(a), b ~ p(b | a)
+            if k != 2:
+                raise ValueError(f"a pair bias defines a distribution over pairs; k must be 2 (got {k})")
+            first, second = conditional_log_probs(logits, tau, bias)
+            a = (first + gumbel(first.shape)).argmax(dim=1)  # (B,)
+            row = second[torch.arange(len(a), device=a.device), a]  # (B, N)
+            b = (row + gumbel(row.shape)).argmax(dim=1)
+            idx = torch.stack([a, b], dim=1)
     return idx.sort(dim=1).values if sort else idx
 
 
@@ -281,6 +390,7 @@ class PolicyObs(NamedTuple):
 class ActorOutput(NamedTuple):
     logits: Tensor  # (B, T) over frame indices, -inf at t
     aux_value: Tensor  # (B,) auxiliary value head (PPG's auxiliary phase)
+    pair_bias: Tensor | None = None  # (B, T, T) symmetric g_ab of the second draw, or None (Plackett–Luce)
 
 
 def as_obs(video: Tensor | PolicyObs, target: Tensor | None = None, t: Tensor | None = None) -> PolicyObs:
@@ -448,10 +558,71 @@ class _CellEncoder(nn.Module):
         return self.proj(self.cnn(x))  # (N, D)
 
 
+#: Intensity below which a low-res pixel counts as a hole (holes are blanked to 0 before tiling).
+HOLE_LEVEL = 0.5 / 255
+
+
+def match_cues(frames: Tensor, target: Tensor) -> Tensor:
+    """Per-candidate cues read off the low-res observation: (B, T, 3, c, c), (B, 3, c, c) -> (B, T, 3).
+
+    With ``v`` = 1 where a low-res pixel shows content (max channel > HOLE_LEVEL; holes are blanked)
+    and ``h_t = 1 − v_t`` the target's holes:
+
+    * coverage ``Σ h_t v_i / Σ h_t`` (1 when the target has no hole): how much of the target's holes
+      frame i shows;
+    * ``log(1e-4 + Σ v_t v_i ‖x_t − x_i‖² / (3 Σ v_t v_i))``: how alike the two frames are where both
+      are seen (camera and object motion make distant frames differ);
+    * the visible fraction of frame i.
+
+    These are what the copy expert trades off (see :func:`rovr.conditioning.copy_pair_costs`); fed to
+    the pointer's scorer they let a small policy generalise from few training videos. O(T c²).
+    """
+    v = (frames.amax(dim=2) > HOLE_LEVEL).to(frames.dtype)  # (B, T, c, c)
+    vt = (target.amax(dim=1) > HOLE_LEVEL).to(frames.dtype)[:, None]  # (B, 1, c, c)
+    ht = 1.0 - vt
+    hole_area = ht.sum(dim=(2, 3))  # (B, 1)
+    cov = torch.where(
+        hole_area > 0, (ht * v).sum(dim=(2, 3)) / hole_area.clamp(min=1), torch.ones_like(hole_area)
+    )
+    both = v * vt  # (B, T, c, c)
+    sq = ((frames - target[:, None]) ** 2).sum(dim=2)  # (B, T, c, c)
+    mse = (both * sq).sum(dim=(2, 3)) / (3.0 * both.sum(dim=(2, 3))).clamp(min=1.0)
+    return torch.stack([cov.expand_as(mse), torch.log(1e-4 + mse), v.mean(dim=(2, 3))], dim=2)
+
+
+#: Above this many frames the pointer drops its pair term (O(T²) memory) and samples Plackett–Luce.
+PAIRWISE_MAX_T = 256
+
+
+def pair_cues(frames: Tensor, target: Tensor) -> Tensor:
+    """Pairwise cues from low-res hole overlap: (B, T, 3, c, c), (B, 3, c, c) -> (B, T, T, 2).
+
+    ``cov2[a, b]``: the fraction of the target's (low-res) holes that frame a or b shows,
+    ``1 − Σ h_t (1 − v_a)(1 − v_b) / Σ h_t``; and the gain of the pair over its better frame,
+    ``cov2[a, b] − max(cov_a, cov_b)`` — large for complementary frames. Symmetric in (a, b).
+    """
+    v = (frames.amax(dim=2) > HOLE_LEVEL).to(frames.dtype).flatten(2)  # (B, T, c²)
+    ht = (target.amax(dim=1) <= HOLE_LEVEL).to(frames.dtype).flatten(1)[:, None]  # (B, 1, c²)
+    area = ht.sum(dim=2, keepdim=True)  # (B, 1, 1)
+    hid = (1.0 - v) * ht  # (B, T, c²): target holes that frame a does not show
+    both = hid @ (1.0 - v).transpose(1, 2)  # (B, T, T): ... nor frame b
+    one = torch.where(area > 0, 1.0 - hid.sum(dim=2, keepdim=True) / area.clamp(min=1), torch.ones_like(area))
+    cov2 = torch.where(area > 0, 1.0 - both / area.clamp(min=1), torch.ones_like(both))
+    gain = cov2 - torch.maximum(one, one.transpose(1, 2))  # (B, T, T)
+    return torch.stack([cov2, gain], dim=3)
+
+
 def _t_features(t: Tensor, num_frames: int, dtype: torch.dtype) -> Tensor:
     """(B,) -> (B, 2): position of the target, t/T, and log(1 + steps left) (rewards-to-go scale, γ = 1)."""
     tf = t.to(dtype)
     return torch.stack([tf / num_frames, torch.log1p(num_frames - 1 - tf)], dim=1)
+
+
+class _NoEmbedding(nn.Module):
+    """``policy.embed = 0``: (N, 3, c, c) -> an empty (N, 0) embedding."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], 0)
 
 
 class _PointerBase(nn.Module):
@@ -460,8 +631,8 @@ class _PointerBase(nn.Module):
     def __init__(self, cfg: PolicyConfig, num_frames: int) -> None:
         super().__init__()
         self.num_frames, self.cell = num_frames, cfg.cell
-        self.frame_encoder = _CellEncoder(cfg)
-        self.target_encoder = _CellEncoder(cfg)
+        self.frame_encoder: nn.Module = _CellEncoder(cfg) if cfg.embed else _NoEmbedding()
+        self.target_encoder: nn.Module = _CellEncoder(cfg) if cfg.embed else _NoEmbedding()
 
     def embed_frames(self, frames: Tensor) -> Tensor:
         """Embed every frame once: (B, T, 3, c, c) -> (B, T, D)."""
@@ -479,7 +650,8 @@ class _PointerBase(nn.Module):
         new = self.frame_encoder(frames[rows, col])  # (B, D)
         return emb.index_put((rows, col), new.to(emb.dtype))
 
-    def _embed_obs(self, obs: PolicyObs, num_frames: int) -> tuple[Tensor, Tensor]:
+    def _frames(self, obs: PolicyObs, num_frames: int) -> Tensor:
+        """Checked observation -> the low-res frames (B, T, 3, c, c)."""
         B, c = obs.video.shape[0], self.cell
         if obs.target.shape != (B, 3, c, c):
             raise ValueError(f"target must be (B, 3, {c}, {c}); got {tuple(obs.target.shape)}")
@@ -489,26 +661,27 @@ class _PointerBase(nn.Module):
                 f"tiled video for T={num_frames}, cell={c} must be (B, 3, {side}, {side}); got {tuple(obs.video.shape)}"
             )
         _check_t(obs.t, num_frames, B)
-        emb = self.embed_frames(untile(obs.video, num_frames, c))  # (B, T, D)
-        return emb, self.target_encoder(obs.target)  # (B, T, D), (B, D)
+        return untile(obs.video, num_frames, c)
 
 
 class PointerActor(_PointerBase):
-    """Length-agnostic policy: score(i) = MLP([e_i, e_t, e_i*e_t, pos(i, t, T)]), logits (B, T), -inf at t.
+    """Length-agnostic policy: score(i) = MLP([e_i, e_t, e_i*e_t, pos(i, t, T), cues(i, t)]), logits (B, T).
 
     ``embed_frames`` once per episode, ``update_frame`` after each reconstructed frame, ``logits`` per
     step: O(T·D·hidden) per step, no term in T² and no parameter that depends on T. ``forward(obs)``
     has the :class:`Actor` signature (it untiles the grid; ``num_frames`` defaults to the T it was
-    built for).
+    built for). The cues (:func:`match_cues`) compare each frame with the target pixel by pixel at
+    low resolution, which global embeddings learned from a few videos do poorly.
     """
 
     NUM_POS = 4
+    NUM_CUES = 3
 
     def __init__(self, cfg: PolicyConfig, num_frames: int) -> None:
         super().__init__(cfg, num_frames)
         D = cfg.embed
         self.score = nn.Sequential(
-            nn.Linear(3 * D + self.NUM_POS, cfg.hidden),
+            nn.Linear(3 * D + self.NUM_POS + self.NUM_CUES, cfg.hidden),
             nn.ReLU(inplace=True),
             nn.Linear(cfg.hidden, cfg.hidden),
             nn.ReLU(inplace=True),
@@ -517,6 +690,19 @@ class PointerActor(_PointerBase):
         self.aux_value_head = nn.Sequential(
             nn.Linear(2 * D + 2, cfg.hidden), nn.ReLU(inplace=True), _head(nn.Linear(cfg.hidden, 1), 1.0)
         )
+        # pair term g_ab = MLP(pair_cues): starts near 0, i.e. near Plackett–Luce. No output bias: a
+        # constant g cancels in the second draw's softmax.
+        self.pair: nn.Sequential | None = None
+        if cfg.pairwise:
+            out = nn.Linear(16, 1, bias=False)
+            nn.init.orthogonal_(out.weight, 0.01)
+            self.pair = nn.Sequential(nn.Linear(2, 16), nn.ReLU(inplace=True), out)
+
+    def pair_bias(self, frames: Tensor, target: Tensor) -> Tensor | None:
+        """g (B, T, T) from :func:`pair_cues`, or None (no pair term, or T > PAIRWISE_MAX_T)."""
+        if self.pair is None or frames.shape[1] > PAIRWISE_MAX_T:
+            return None
+        return self.pair(pair_cues(frames, target)).squeeze(3)
 
     @staticmethod
     def _positions(t: Tensor, num_frames: int, dtype: torch.dtype) -> Tensor:
@@ -534,17 +720,19 @@ class PointerActor(_PointerBase):
             dim=2,
         )
 
-    def _scores(self, emb: Tensor, e_t: Tensor, t: Tensor) -> Tensor:
+    def _scores(self, emb: Tensor, e_t: Tensor, t: Tensor, cues: Tensor) -> Tensor:
         B, T, _ = emb.shape
         et = e_t[:, None, :].expand_as(emb)  # (B, T, D)
-        feats = torch.cat([emb, et, emb * et, self._positions(t, T, emb.dtype)], dim=2)  # (B, T, 3D+4)
+        pos = self._positions(t, T, emb.dtype)
+        feats = torch.cat([emb, et, emb * et, pos, cues.to(emb.dtype)], dim=2)  # (B, T, 3D+4+3)
         scores = self.score(feats).squeeze(2)  # (B, T)
         return scores.masked_fill(torch.arange(T, device=t.device)[None, :] == t[:, None], -math.inf)
 
-    def logits(self, emb: Tensor, target: Tensor, t: Tensor) -> Tensor:
-        """emb (B, T, D) from embed_frames/update_frame, target (B, 3, c, c), t (B,) -> logits (B, T)."""
+    def logits(self, emb: Tensor, target: Tensor, t: Tensor, frames: Tensor) -> Tensor:
+        """emb (B, T, D) from embed_frames/update_frame, target (B, 3, c, c), t (B,), and the low-res
+        frames (B, T, 3, c, c) the embeddings were computed from -> logits (B, T)."""
         _check_t(t, emb.shape[1], emb.shape[0])
-        return self._scores(emb, self.target_encoder(target), t)
+        return self._scores(emb, self.target_encoder(target), t, match_cues(frames, target))
 
     def forward(
         self,
@@ -556,35 +744,43 @@ class PointerActor(_PointerBase):
         """Drop-in for :meth:`Actor.forward`; ``num_frames`` defaults to the T this actor was built for."""
         obs = as_obs(video, target, t)
         T = num_frames or self.num_frames
-        emb, e_t = self._embed_obs(obs, T)  # (B, T, D), (B, D)
+        frames = self._frames(obs, T)
+        emb, e_t = self.embed_frames(frames), self.target_encoder(obs.target)  # (B, T, D), (B, D)
         aux_in = torch.cat([emb.mean(dim=1), e_t, _t_features(obs.t, T, emb.dtype)], dim=1)  # (B, 2D+2)
+        cues = match_cues(frames, obs.target)
         return ActorOutput(
-            logits=self._scores(emb, e_t, obs.t), aux_value=self.aux_value_head(aux_in).squeeze(1)
+            logits=self._scores(emb, e_t, obs.t, cues),
+            aux_value=self.aux_value_head(aux_in).squeeze(1),
+            pair_bias=self.pair_bias(frames, obs.target),
         )
 
 
 class PointerCritic(_PointerBase):
-    """Length-agnostic critic: MLP([mean_i e_i, e_t, t/T, log(1 + T-1-t)]) -> value (B,)."""
+    """Length-agnostic critic: MLP([mean_i e_i, e_t, t/T, log(1 + T-1-t), mean_i cues_i, max_i cues_i]) -> (B,)."""
 
     def __init__(self, cfg: PolicyConfig, num_frames: int) -> None:
         super().__init__(cfg, num_frames)
         D = cfg.embed
         self.value_head = nn.Sequential(
-            nn.Linear(2 * D + 2, cfg.hidden),
+            nn.Linear(2 * D + 2 + 2 * PointerActor.NUM_CUES, cfg.hidden),
             nn.ReLU(inplace=True),
             nn.Linear(cfg.hidden, cfg.hidden),
             nn.ReLU(inplace=True),
             _head(nn.Linear(cfg.hidden, 1), 1.0),
         )
 
-    def _value(self, emb: Tensor, e_t: Tensor, t: Tensor) -> Tensor:
-        x = torch.cat([emb.mean(dim=1), e_t, _t_features(t, emb.shape[1], emb.dtype)], dim=1)  # (B, 2D+2)
+    def _value(self, emb: Tensor, e_t: Tensor, t: Tensor, cues: Tensor) -> Tensor:
+        T = emb.shape[1]
+        other = (torch.arange(T, device=t.device)[None, :] != t[:, None])[:, :, None]  # (B, T, 1)
+        mean_cue = (cues * other).sum(dim=1) / (T - 1)
+        max_cue = cues.masked_fill(~other, -math.inf).amax(dim=1)
+        x = torch.cat([emb.mean(dim=1), e_t, _t_features(t, T, emb.dtype), mean_cue, max_cue], dim=1)
         return self.value_head(x).squeeze(1)  # (B,)
 
-    def value(self, emb: Tensor, target: Tensor, t: Tensor) -> Tensor:
-        """emb (B, T, D), target (B, 3, c, c), t (B,) -> value (B,)."""
+    def value(self, emb: Tensor, target: Tensor, t: Tensor, frames: Tensor) -> Tensor:
+        """emb (B, T, D), target (B, 3, c, c), t (B,), low-res frames (B, T, 3, c, c) -> value (B,)."""
         _check_t(t, emb.shape[1], emb.shape[0])
-        return self._value(emb, self.target_encoder(target), t)
+        return self._value(emb, self.target_encoder(target), t, match_cues(frames, target))
 
     def forward(
         self,
@@ -596,8 +792,9 @@ class PointerCritic(_PointerBase):
         """Drop-in for :meth:`Critic.forward`; ``num_frames`` defaults to the T this critic was built for."""
         obs = as_obs(video, target, t)
         T = num_frames or self.num_frames
-        emb, e_t = self._embed_obs(obs, T)
-        return self._value(emb, e_t, obs.t)
+        frames = self._frames(obs, T)
+        emb, e_t = self.embed_frames(frames), self.target_encoder(obs.target)
+        return self._value(emb, e_t, obs.t, match_cues(frames, obs.target).to(emb.dtype))
 
 
 ActorNet = Actor | PointerActor

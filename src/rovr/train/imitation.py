@@ -1,8 +1,16 @@
 """Stage 2 — imitation warm start of the policy π (paper §6.2, Eq. 2; §8 for the listwise loss).
 
-States come from expert trajectories: the oracle's best pairs (and, for half of the clips, random
+States come from expert trajectories: the expert's pairs (and, for half of the clips, random
 pairs, so π also sees states off the expert's path) are run through the reconstruction loop with
-the pretrained Γ; every state is labelled by the exact oracle of its clip (coverage of every pair).
+the pretrained Γ; every state is labelled by the exact oracle of its clip (coverage of every pair)
+and, for the default ``copy`` expert, by the copy cost of every pair
+(:func:`rovr.conditioning.copy_pair_costs`: the error of the aligned copy in the target's holes).
+
+Experts (``imitation.expert``). ``coverage`` is the paper's oracle: the pairs that reveal all of the
+target's holes. On videos with camera and object motion a valid pair of distant frames shows the
+holes' content displaced, and t−1, t−2 rebuild better than the paper's oracle; ``copy`` scores what
+Γ actually gets — coverage, alignment and motion at once — and is the better teacher (measured in
+BENCHMARKS.md: it beats sequential and picks valid pairs far more often than random).
 
 Losses (``imitation.loss``):
 
@@ -33,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from rovr.conditioning import Chooser, PolicyChooser, Random, Sequential
+from rovr.conditioning import Chooser, CopyOracle, PolicyChooser, Random, Sequential, copy_pair_costs
 from rovr.conditioning import Oracle as OracleChooser
 from rovr.config import RunConfig
 from rovr.data.clips import ClipSet
@@ -41,7 +49,7 @@ from rovr.data.corruption import Corrupted, corrupt
 from rovr.errors import RovrError
 from rovr.metrics.perceptual import PerceptualMetric, build_perceptual
 from rovr.models.local import LocalNet
-from rovr.models.policy import ActorNet, build_actor, pair_log_prob_table
+from rovr.models.policy import ActorNet, build_actor, greedy_pair, pair_log_prob_table
 from rovr.reconstruct import Episodes, reconstruct
 from rovr.train.common import (
     MetricLog,
@@ -64,12 +72,14 @@ MASK_VARIANTS = 4
 
 @dataclass
 class StateSet:
-    """Labelled states: tiles uint8 (N, 3, G·c, G·c), targets uint8 (N, 3, c, c), t (N,), coverage (N, T, T)."""
+    """Labelled states: tiles uint8 (N, 3, G·c, G·c), targets uint8 (N, 3, c, c), t (N,), coverage (N, T, T),
+    and optionally the copy costs (N, T, T) of every pair."""
 
     video: torch.Tensor
     target: torch.Tensor
     t: torch.Tensor
     coverage: torch.Tensor  # coverage[n, i, j] of state n's target frame (oracle, §4)
+    cost: torch.Tensor | None = None  # copy_pair_costs of state n (+inf where i or j is t, or i == j)
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -88,15 +98,21 @@ def _u8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_states(clips: list[Corrupted], net: LocalNet, cfg: RunConfig, seed: int) -> StateSet:
+def collect_states(
+    clips: list[Corrupted], net: LocalNet, cfg: RunConfig, seed: int, expert: str | None = None
+) -> StateSet:
     """Run the expert (even clips) and random (odd clips) choosers; record every state with its labels.
 
-    No scores are needed, so the episodes run without the perceptual metric.
+    ``expert`` defaults to ``cfg.imitation.expert``; with ``copy`` every state also gets its copy
+    costs, and the expert follows them. No scores are needed, so the episodes run without the
+    perceptual metric.
     """
     device = torch.device(cfg.device)
-    out: dict[str, list[torch.Tensor]] = {"video": [], "target": [], "t": [], "coverage": []}
-    groups: list[tuple[list[Corrupted], Chooser]] = [
-        (clips[0::2], OracleChooser(best=True)),
+    expert = expert or cfg.imitation.expert
+    with_cost = expert == "copy"
+    out: dict[str, list[torch.Tensor]] = {"video": [], "target": [], "t": [], "coverage": [], "cost": []}
+    groups: list[tuple[list[Corrupted], Chooser | None]] = [
+        (clips[0::2], None if with_cost else OracleChooser(best=True)),  # None: argmin of the costs
         (clips[1::2], Random(seed)),
     ]
     for group, chooser in groups:
@@ -104,17 +120,29 @@ def collect_states(clips: list[Corrupted], net: LocalNet, cfg: RunConfig, seed: 
             ep = Episodes(
                 group[start : start + CHUNK], net, None, k=cfg.k, cell=cfg.policy.cell, device=device
             )
-            chooser.reset(ep)
+            if chooser is not None:
+                chooser.reset(ep)
             while not ep.done:
                 obs = ep.observation()
                 out["video"].append(_u8(obs.video))
                 out["target"].append(_u8(obs.target))
                 out["t"].append(obs.t.cpu())
                 out["coverage"].append(ep.coverage[:, ep.t])  # (B, T, T)
-                ep.step(chooser.choose(ep))
+                cost = copy_pair_costs(ep) if with_cost else None
+                if cost is not None:
+                    out["cost"].append(cost.cpu())
+                if chooser is None:
+                    assert cost is not None
+                    n = ep.num_frames
+                    flat = cost.flatten(1).argmin(dim=1)
+                    ep.step(torch.stack([flat // n, flat % n], dim=1).sort(dim=1).values)
+                else:
+                    ep.step(chooser.choose(ep))
     if not out["t"]:
         raise RovrError("no clips to imitate; add training videos or lower data.frames")
-    return StateSet(**{k: torch.cat(v) for k, v in out.items()})
+    costs = out.pop("cost")
+    cost_all = torch.cat(costs) if with_cost else None
+    return StateSet(**{k: torch.cat(v) for k, v in out.items()}, cost=cost_all)
 
 
 # ----------------------------------------------------------------------------- losses (tested)
@@ -126,12 +154,12 @@ def all_pairs(num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def pair_log_probs(logits: torch.Tensor, tau: float) -> torch.Tensor:
+def pair_log_probs(logits: torch.Tensor, tau: float, bias: torch.Tensor | None = None) -> torch.Tensor:
     """log π({a, b} | s) of every unordered pair, in :func:`all_pairs` order: (B, T) -> (B, C(T, 2)).
 
     Exact Gumbel-top-2 (Plackett–Luce) probabilities; −inf for pairs containing the target.
     """
-    return pair_log_prob_table(logits, tau)[0]
+    return pair_log_prob_table(logits, tau, bias)[0]
 
 
 def best_pair_targets(coverage: torch.Tensor, t: torch.Tensor, distance_weight: float = 0.0) -> torch.Tensor:
@@ -152,13 +180,40 @@ def best_pair_targets(coverage: torch.Tensor, t: torch.Tensor, distance_weight: 
     return best.float() / best.sum(dim=1, keepdim=True)
 
 
+def copy_pair_targets(cost: torch.Tensor, soft: float = 0.0) -> torch.Tensor:
+    """q over all pairs from copy costs (B, T, T) (+inf = not a pair): (B, C(T, 2)), rows sum to 1.
+
+    ``soft = 0``: uniform over the cheapest pairs (ties within 1e-9). ``soft > 0``:
+    ``q_p ∝ exp(−(c_p − min c) / (soft · mean c))``, the mean over the row's finite costs, so near-best
+    pairs share the mass (a Plackett–Luce policy cannot always put it all on one pair).
+    """
+    a, b = all_pairs(cost.shape[-1])
+    c = cost[:, a.to(cost.device), b.to(cost.device)].double()  # (B, P)
+    finite = torch.isfinite(c)
+    cmin = torch.where(finite, c, torch.full_like(c, math.inf)).min(dim=1, keepdim=True).values
+    if soft > 0:
+        mean = torch.where(finite, c, torch.zeros_like(c)).sum(1, keepdim=True) / finite.sum(1, keepdim=True)
+        logit = -(c - cmin) / (soft * mean.clamp(min=1e-12))
+        q = torch.softmax(logit.masked_fill(~finite, -math.inf), dim=1)
+    else:
+        best = finite & (c <= cmin + 1e-9)
+        q = best.double() / best.sum(dim=1, keepdim=True)
+    return q.float()
+
+
+def listwise_ce(
+    logits: torch.Tensor, q: torch.Tensor, tau: float, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """−Σ_p q_p log π(p | s), averaged over the batch (paper §8's ranking objective). logits (B, T)."""
+    lp = pair_log_probs(logits, tau, bias)  # (B, P)
+    return -(q * torch.where(q > 0, lp, torch.zeros_like(lp))).sum(dim=1).mean()
+
+
 def listwise_loss(
     logits: torch.Tensor, coverage: torch.Tensor, t: torch.Tensor, tau: float, distance_weight: float = 0.0
 ) -> torch.Tensor:
-    """−Σ_p q_p log π(p | s), averaged over the batch (paper §8's ranking objective). logits (B, T)."""
-    lp = pair_log_probs(logits, tau)  # (B, P)
-    q = best_pair_targets(coverage, t, distance_weight)
-    return -(q * torch.where(q > 0, lp, torch.zeros_like(lp))).sum(dim=1).mean()
+    """:func:`listwise_ce` towards the coverage expert's best pairs (:func:`best_pair_targets`)."""
+    return listwise_ce(logits, best_pair_targets(coverage, t, distance_weight), tau)
 
 
 def bce_loss(
@@ -197,17 +252,29 @@ def bce_loss(
 def greedy_stats(
     actor: ActorNet, states: StateSet, device: torch.device, batch: int = 256
 ) -> dict[str, float]:
-    """Greedy (top-2 logits) pair on ``states``: valid-pair rate and mean coverage."""
+    """Greedy (top-2 logits) pair on ``states``: valid-pair rate and mean coverage, and with copy costs
+    the rate of picking the expert's pair and the mean excess copy cost over it (``copy_regret``)."""
     actor.eval()
-    cov = []
+    cov, hit, regret = [], [], []
     for s in range(0, len(states), batch):
         sl = slice(s, s + batch)
-        logits = actor(*states.inputs(sl, device)).logits
-        pair = logits.topk(2, dim=1).indices.cpu()
-        cov.append(states.coverage[sl][torch.arange(pair.shape[0]), pair[:, 0], pair[:, 1]])
+        out = actor(*states.inputs(sl, device))
+        pair = greedy_pair(out.logits, out.pair_bias).cpu()
+        rows = torch.arange(pair.shape[0])
+        cov.append(states.coverage[sl][rows, pair[:, 0], pair[:, 1]])
+        if states.cost is not None:
+            cost = states.cost[sl]
+            best = cost.flatten(1).min(dim=1).values
+            chosen = cost[rows, pair[:, 0], pair[:, 1]]
+            hit.append(chosen <= best + 1e-9)
+            regret.append(chosen - best)
     actor.train()
     c = torch.cat(cov)
-    return {"valid_rate": float((c >= 1.0).float().mean()), "coverage": float(c.mean())}
+    out = {"valid_rate": float((c >= 1.0).float().mean()), "coverage": float(c.mean())}
+    if hit:
+        out["expert_match"] = float(torch.cat(hit).float().mean())
+        out["copy_regret"] = float(torch.cat(regret).mean())
+    return out
 
 
 def random_valid_rate(states: StateSet) -> float:
@@ -276,8 +343,9 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     val_clips = corrupted_clips(cfg, val_split, seed=cfg.seed * 7919 + 12)
     if not val_clips:
         val_split, val_clips = "train", corrupted_clips(cfg, "train", seed=cfg.seed * 7919 + 12)
-    states = collect_states(train_clips, net, cfg, cfg.seed)
-    val_states = collect_states(val_clips, net, cfg, cfg.seed + 1)
+    expert = cfg.imitation.expert if cfg.imitation.loss == "listwise" else "coverage"
+    states = collect_states(train_clips, net, cfg, cfg.seed, expert)
+    val_states = collect_states(val_clips, net, cfg, cfg.seed + 1, expert)
     log.info(
         "imitation: %d training states, %d %s states (collected in %.0f s)",
         len(states),
@@ -294,9 +362,13 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     bar = tqdm(range(cfg.imitation.steps), desc="imitation", disable=not progress, dynamic_ncols=True)
     for step in bar:
         idx = torch.randint(len(states), (min(cfg.imitation.batch_size, len(states)),), generator=gen)
-        logits = actor(*states.inputs(idx, device)).logits  # (n, T)
+        out = actor(*states.inputs(idx, device))
+        logits = out.logits  # (n, T)
         cov, t = states.coverage[idx].to(device), states.t[idx].to(device)
-        if cfg.imitation.loss == "listwise":
+        if cfg.imitation.loss == "listwise" and states.cost is not None:
+            q = copy_pair_targets(states.cost[idx].to(device), cfg.imitation.soft)
+            loss = listwise_ce(logits, q, cfg.policy.tau, out.pair_bias)
+        elif cfg.imitation.loss == "listwise":
             loss = listwise_loss(logits, cov, t, cfg.policy.tau, cfg.imitation.distance_weight)
         else:
             loss = bce_loss(logits, cov, t, gen)
@@ -317,7 +389,12 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     bar.close()
 
     perceptual = build_perceptual(cfg.metric, device)
-    choosers: list[Chooser] = [PolicyChooser(actor, "imitation"), Random(cfg.seed), Sequential()]
+    choosers: list[Chooser] = [
+        PolicyChooser(actor, "imitation"),
+        Random(cfg.seed),
+        Sequential(),
+        CopyOracle(),
+    ]
     heldout = heldout_eval(choosers, val_clips, net, perceptual, cfg)
     for name, r in heldout.items():
         metrics.log("imitation", cfg.imitation.steps, {f"heldout/{name}_{k}": v for k, v in r.items()})

@@ -140,14 +140,21 @@ def clipped_surrogate(
     return Surrogate(loss, approx_kl, clipfrac)
 
 
-def pair_kl(old_logits: torch.Tensor, logits: torch.Tensor, tau: float) -> torch.Tensor:
-    """KL(π_old ‖ π) over unordered pairs (exact Gumbel-top-2 probabilities), mean over the batch.
+def pair_kl(
+    old_logits: torch.Tensor,
+    logits: torch.Tensor,
+    tau: float,
+    old_bias: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(π_old ‖ π) over unordered pairs (exact pair probabilities), mean over the batch.
 
-    old_logits, logits (B, T) with −inf at the same (masked) frames -> scalar. Pairs π_old cannot
-    draw contribute 0 (0 · log 0 = 0), with no NaN in the backward pass.
+    old_logits, logits (B, T) with −inf at the same (masked) frames (and the pair biases (B, T, T) of
+    a pairwise pointer) -> scalar. Pairs π_old cannot draw contribute 0 (0 · log 0 = 0), with no NaN
+    in the backward pass.
     """
-    lp_old = pair_log_prob_table(old_logits, tau)[0]  # (B, P)
-    lp = pair_log_prob_table(logits, tau)[0]
+    lp_old = pair_log_prob_table(old_logits, tau, old_bias)[0]  # (B, P)
+    lp = pair_log_prob_table(logits, tau, bias)[0]
     keep = torch.isfinite(lp_old)
     zero = torch.zeros_like(lp)
     lp_old, lp = torch.where(keep, lp_old, zero), torch.where(keep, lp, zero)
@@ -167,6 +174,8 @@ def auxiliary_loss(
     logits: torch.Tensor,
     tau: float,
     beta_clone: float,
+    old_bias: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> AuxLoss:
     """PPG's joint loss of the auxiliary phase: distil V_targ into the actor's aux head, keep π near π_old.
 
@@ -174,7 +183,7 @@ def auxiliary_loss(
     (The squared error is not halved, like the paper's L_V.)
     """
     value_loss = F.mse_loss(aux_value, value_target)
-    kl = pair_kl(old_logits, logits, tau)
+    kl = pair_kl(old_logits, logits, tau, old_bias, bias)
     return AuxLoss(value_loss + beta_clone * kl, value_loss, kl)
 
 
@@ -288,9 +297,10 @@ class Learner:
             o = env.observation()
             video, target = quantize(o.video), quantize(o.target)  # what the batch keeps
             obs = PolicyObs(dequantize(video), dequantize(target), o.t)
-            logits = self.actor(obs).logits  # (B, T), −inf at t
-            pairs = sample_topk(logits, 2, self.tau, generator=self.sample_gen)  # (B, 2), i < j
-            logp = pair_log_prob(logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob)
+            out = self.actor(obs)
+            logits, bias = out.logits, out.pair_bias  # (B, T), −inf at t; (B, T, T) or None
+            pairs = sample_topk(logits, 2, self.tau, generator=self.sample_gen, bias=bias)  # (B, 2), i < j
+            logp = pair_log_prob(logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob, bias=bias)
             value = self.critic(obs)  # (B,)
             info = env.step(pairs)
             step = {"video": video, "target": target, "t": o.t, "pairs": pairs, "logp": logp, "value": value}
@@ -336,11 +346,14 @@ class Learner:
         }
         for _ in range(cfg.e_pi):
             for idx in self.minibatches(len(batch)):
-                logits = self.actor(batch.obs(idx)).logits  # (n, T)
+                out = self.actor(batch.obs(idx))
+                logits, bias = out.logits, out.pair_bias  # (n, T), (n, T, T) or None
                 pairs = batch.pairs[idx]
-                logp = pair_log_prob(logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob)
+                logp = pair_log_prob(
+                    logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob, bias=bias
+                )
                 surrogate = clipped_surrogate(logp, batch.logp[idx], adv[idx], cfg.clip)
-                entropy = pair_entropy(logits, self.tau).mean()
+                entropy = pair_entropy(logits, self.tau, bias).mean()
                 self.step(self.opt_pi, self.actor, surrogate.loss - cfg.ent_coef * entropy)
                 stats["losses/policy_loss"].append(surrogate.loss.item())
                 stats["losses/entropy"].append(entropy.item())
@@ -371,15 +384,23 @@ class Learner:
         cfg = self.cfg
         buf = Batch.cat(batches)
         with torch.no_grad():
-            old_logits = torch.cat(
-                [self.actor(buf.obs(idx)).logits for idx in self.minibatches(len(buf), shuffle=False)]
-            )  # (N, T)
+            old = [self.actor(buf.obs(idx)) for idx in self.minibatches(len(buf), shuffle=False)]
+            old_logits = torch.cat([o.logits for o in old])  # (N, T)
+            biases = [o.pair_bias for o in old if o.pair_bias is not None]
+            old_bias = torch.cat(biases) if biases else None  # (N, T, T) for a pairwise pointer
         kls, aux_losses, v_losses = [], [], []
         for _ in range(cfg.e_aux):
             for idx in self.minibatches(len(buf)):
                 out = self.actor(buf.obs(idx))
                 aux = auxiliary_loss(
-                    out.aux_value, buf.returns[idx], old_logits[idx], out.logits, self.tau, cfg.beta_clone
+                    out.aux_value,
+                    buf.returns[idx],
+                    old_logits[idx],
+                    out.logits,
+                    self.tau,
+                    cfg.beta_clone,
+                    None if old_bias is None else old_bias[idx],
+                    out.pair_bias,
                 )
                 self.step(self.opt_pi, self.actor, aux.loss)
                 kls.append(aux.kl.item())
