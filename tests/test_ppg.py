@@ -27,6 +27,7 @@ from rovr.train.ppg import (
     Learner,
     Trainer,
     auxiliary_loss,
+    causal_returns,
     clipped_surrogate,
     explained_variance,
     gae,
@@ -55,6 +56,15 @@ def test_gae_lambda_one_is_rewards_to_go_minus_value() -> None:
     r, v = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
     adv, ret = gae(r, v)
     assert torch.allclose(adv, rewards_to_go(r) - v, atol=1e-6)
+
+
+def test_causal_returns_by_hand() -> None:
+    """Each step keeps its own local reward plus the episode's terminal (flow) reward, nothing later."""
+    rewards = torch.tensor([[0.1, 0.2, 0.3 + 0.5], [0.0, -0.1, 0.4 + 0.2]])  # last step: local + terminal
+    terminal = torch.tensor([0.5, 0.2])
+    want = torch.tensor([[0.6, 0.7, 0.8], [0.2, 0.1, 0.6]])
+    torch.testing.assert_close(causal_returns(rewards, terminal), want)
+    torch.testing.assert_close(rewards, torch.tensor([[0.1, 0.2, 0.8], [0.0, -0.1, 0.6]]))  # not modified
 
 
 def test_gae_hand_computed() -> None:

@@ -179,6 +179,12 @@ class PPGConfig:
     beta_clone: float = _f(1.0, "β_clone: weight of the behaviour-cloning KL in the auxiliary phase")
     gamma: float = _f(1.0, "discount (paper: 1)")
     gae_lambda: float = _f(1.0, "GAE λ (1 = plain rewards-to-go minus V, as in the paper)")
+    credit: Literal["to_go", "causal"] = _f(
+        "to_go",
+        "'to_go': returns are (GAE) rewards-to-go, as the paper; 'causal': a step's return is its own "
+        "local reward plus the episode's final flow reward (Γ conditions on observed pixels, so an "
+        "action cannot change later local rewards: same expected gradient, far less variance)",
+    )
     flow_reward: bool = _f(True, "add the global flow-recovery reward at the end (Eq. 3)")
     flow_weight: float = _f(1.0, "w: weight of the flow-recovery reward")
     reward_scale: float = _f(10.0, "rewards are multiplied by this (the perceptual differences are small)")

@@ -121,6 +121,19 @@ def gae(
     return adv, adv + values
 
 
+def causal_returns(rewards: torch.Tensor, terminal: torch.Tensor) -> torch.Tensor:
+    """Returns when an action can change only its own local reward and the episode's terminal reward.
+
+    rewards (B, T) are the MDP's rewards, the last one including the terminal (flow) reward
+    ``terminal`` (B,). With Γ conditioning on observed pixels only, the local reward r_u of a later
+    step does not depend on a_t, so dropping it from R_t leaves E[∇ log π(a_t|s_t) R_t] unchanged
+    and removes its variance: R_t = (r_t − [t = T−1] · terminal) + terminal. (B, T).
+    """
+    local = rewards.clone()
+    local[:, -1] = local[:, -1] - terminal
+    return local + terminal[:, None]
+
+
 class Surrogate(NamedTuple):
     loss: torch.Tensor  # scalar to minimise: −L^CLIP
     approx_kl: torch.Tensor  # scalar, detached: E[(r − 1) − log r]
@@ -313,7 +326,14 @@ class Learner:
         self.critic.train()
         steps = {k: torch.stack(v, dim=1) for k, v in rec.items()}  # (B, T, ...)
         rewards = steps["reward"].float()  # (B, T)
-        adv, returns = gae(rewards * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
+        if cfg.credit == "causal":
+            terminal = torch.zeros_like(rewards[:, 0])
+            if flow_rec is not None:
+                terminal = env.flow_weight * flow_rec.to(rewards)
+            returns = causal_returns(rewards, terminal) * cfg.reward_scale
+            adv = returns - steps["value"]
+        else:
+            adv, returns = gae(rewards * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
         batch = Batch(
             video=steps["video"].flatten(0, 1),
             target=steps["target"].flatten(0, 1),
