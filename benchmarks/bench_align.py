@@ -46,7 +46,7 @@ def main() -> None:
         for align in (False, True):
             net = LocalNet(dataclasses.replace(cfg.local, align=align), 2).eval()
             with torch.inference_mode():
-                times.append(median_ms(lambda net=net: net(x, m, c, cm), args.repeats))
+                times.append(median_ms(lambda net=net, x=x, m=m, c=c, cm=cm: net(x, m, c, cm), args.repeats))
         print(
             f"| {w}×{h} | {batch} | {times[0]:.0f} | {times[1]:.0f} | {100 * (times[1] / times[0] - 1):+.0f} % |"
         )

@@ -503,3 +503,27 @@ def test_resume_checkpoint_of_another_architecture_is_refused(tmp_path: Path) ->
     )
     with pytest.raises(CheckpointError, match="another config"):
         train_policy(cfg, run, progress=False)
+
+
+def test_causal_credit_in_a_real_rollout(tmp_path: Path) -> None:
+    """ppg.credit=causal on real episodes: each return is the step's own L_P gain + the episode's w·O."""
+    cfg = tiny_config("ppg.credit=causal", "ppg.flow_weight=2.0")
+    trainer = Trainer(cfg, make_run(tmp_path / "run", cfg), progress=False)
+    trainer.reseed(0)
+    captured: list[StepInfo] = []
+    episodes = trainer.episodes()
+    step = episodes.step
+
+    def spy(pairs: torch.Tensor) -> StepInfo:
+        info = step(pairs)
+        captured.append(info)
+        return info
+
+    episodes.step = spy  # type: ignore[method-assign]
+    batch, _ = trainer.learner.rollout(episodes)
+    last = captured[-1]
+    assert last.flow_recovery is not None
+    B, T = len(last.reward), len(captured)
+    local = torch.stack([i.loss_before - i.loss_after for i in captured], dim=1)  # (B, T)
+    want = (local + 2.0 * last.flow_recovery[:, None]) * cfg.ppg.reward_scale
+    torch.testing.assert_close(batch.returns.view(B, T), want.float(), atol=1e-5, rtol=1e-5)

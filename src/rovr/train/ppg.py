@@ -304,6 +304,7 @@ class Learner:
         cfg = self.cfg
         rec: dict[str, list[torch.Tensor]] = defaultdict(list)  # one (B, ...) entry per step
         flow_rec: torch.Tensor | None = None
+        terminal_reward: torch.Tensor | None = None
         self.actor.eval()
         self.critic.eval()
         while not env.done:
@@ -322,14 +323,16 @@ class Learner:
                 rec[key].append(v.to(self.device))
             if info.flow_recovery is not None:
                 flow_rec = info.flow_recovery
+                # the terminal (flow) part of the last reward: reward = L_P gain + w · flow recovery
+                terminal_reward = info.reward - (info.loss_before - info.loss_after)
         self.actor.train()
         self.critic.train()
         steps = {k: torch.stack(v, dim=1) for k, v in rec.items()}  # (B, T, ...)
         rewards = steps["reward"].float()  # (B, T)
         if cfg.credit == "causal":
             terminal = torch.zeros_like(rewards[:, 0])
-            if flow_rec is not None:
-                terminal = env.flow_weight * flow_rec.to(rewards)
+            if terminal_reward is not None:
+                terminal = terminal_reward.to(rewards).nan_to_num(0.0)
             returns = causal_returns(rewards, terminal) * cfg.reward_scale
             adv = returns - steps["value"]
         else:
