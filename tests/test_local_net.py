@@ -134,6 +134,11 @@ def _scene(seed: int, side: int, margin: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(img, 3, 1, 1)
 
 
+def _view(scene: torch.Tensor, side: int, r: int, dy: int, dx: int) -> torch.Tensor:
+    """The side x side view of ``scene`` whose camera sits (dy, dx) from the centred one."""
+    return scene[..., r + dy : r + dy + side, r + dx : r + dx + side]
+
+
 def _brute_force_shift(
     x: torch.Tensor, m: torch.Tensor, c: torch.Tensor, n: torch.Tensor, r: int, min_overlap: float
 ) -> tuple[int, int]:
@@ -189,11 +194,9 @@ def test_pure_noise_is_not_shifted() -> None:
 def test_known_translations_are_recovered_despite_holes() -> None:
     side, r = 48, 6
     scene = _scene(0, side, r)
-    target = scene[..., r : r + side, r : r + side]
+    target = _view(scene, side, r, 0, 0)
     moves = [(0, 0), (3, -2), (-6, 5), (6, 6)]  # where each view's camera sits relative to the target's
-    cond = torch.stack(
-        [scene[..., r + dy : r + dy + side, r + dx : r + dx + side] for dy, dx in moves], dim=1
-    )
+    cond = torch.stack([_view(scene, side, r, dy, dx) for dy, dx in moves], dim=1)
     tmask = torch.zeros(1, 1, side, side)
     tmask[..., 5:20, 8:30] = 1
     cmask = torch.zeros(1, len(moves), 1, side, side)
@@ -220,11 +223,8 @@ def test_aligned_copy_prior_fills_holes_from_a_panned_frame() -> None:
     torch.manual_seed(0)
     side, r = 32, 4
     scene = _scene(1, side, r)
-    target = scene[..., r : r + side, r : r + side]
-    cond = torch.stack(
-        [scene[..., r + 3 : r + 3 + side, r - 2 : r - 2 + side], scene[..., :side, r + 4 : r + 4 + side]],
-        dim=1,
-    )
+    target = _view(scene, side, r, 0, 0)
+    cond = torch.stack([_view(scene, side, r, 3, -2), _view(scene, side, r, -4, 4)], dim=1)
     tmask = torch.zeros(1, 1, side, side)
     tmask[..., 10:20, 10:22] = 1
     cmask = torch.zeros(1, 2, 1, side, side)
@@ -243,10 +243,8 @@ def test_precomputed_shifts_give_the_same_reconstruction() -> None:
     torch.manual_seed(0)
     side, r = 32, 4
     scene = _scene(2, side, r)
-    target = scene[..., r : r + side, r : r + side]
-    frames = torch.stack(
-        [scene[..., r + d : r + d + side, r - d : r - d + side] for d in (-3, 0, 2, 4)], dim=1
-    )
+    target = _view(scene, side, r, 0, 0)
+    frames = torch.stack([_view(scene, side, r, d, -d) for d in (-3, 0, 2, 4)], dim=1)
     tmask = torch.zeros(1, 1, side, side)
     tmask[..., 4:12, 6:20] = 1
     fmask = (torch.rand(1, 4, 1, side, side) < 0.2).float()

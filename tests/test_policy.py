@@ -503,6 +503,8 @@ def test_biased_pair_distribution_matches_enumeration_and_sampling() -> None:
         want = ref.get((int(ia[m]), int(ib[m])), 0.0)
         assert math.isclose(float(lp[0, m].exp()), want, abs_tol=1e-12)
     assert math.isclose(float(lp.exp().sum()), 1.0, abs_tol=1e-12)
+    every = pair_log_prob(lg.expand(len(ia), n), ia, ib, tau, bias=bias.expand(len(ia), n, n))
+    torch.testing.assert_close(every, lp[0], rtol=0, atol=1e-12)  # the O(N) path equals the table
     a, b = torch.tensor([5, 0]), torch.tensor([1, 3])  # (5, 1) in either order
     got = pair_log_prob(lg.expand(2, n), a, b, tau, bias=bias.expand(2, n, n)).exp()
     torch.testing.assert_close(got, torch.tensor([ref[(1, 5)], ref[(0, 3)]], dtype=got.dtype))
@@ -518,7 +520,7 @@ def test_biased_pair_distribution_matches_enumeration_and_sampling() -> None:
         bias=bias.float().expand(draws, n, n),
     )
     _frequency_check(idx, ref)
-    assert tuple(greedy_pair(lg, bias)[0].tolist()) == max(ref, key=lambda k: ref[k])
+    assert tuple(greedy_pair(lg, bias, tau)[0].tolist()) == max(ref, key=lambda k: ref[k])
     with pytest.raises(ValueError, match="geometric"):
         pair_log_prob(lg, a[:1], b[:1], tau, mode="geometric", bias=bias)
 

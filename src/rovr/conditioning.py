@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rovr.errors import RovrError
+from rovr.models.local import align
 
 if TYPE_CHECKING:
     from rovr.reconstruct import Episodes
@@ -168,8 +169,6 @@ def copy_pair_costs(episodes: Episodes, rows: torch.Tensor | None = None) -> tor
         target, tmask = episodes.corrupted[r, t], episodes.masks[r, t][:, None].float()
         shifts = episodes.net.shifts(target, tmask, frames, holes)
         if shifts is not None:
-            from rovr.models.local import align
-
             frames, holes = align(target, tmask, frames, holes, 0, shifts)
         hole = episodes.masks[row, t].flatten()  # (HW,) bool
         x = episodes.original[row, t].flatten(1)[:, hole]  # (3, Nh)
@@ -192,6 +191,13 @@ def copy_pair_costs(episodes: Episodes, rows: torch.Tensor | None = None) -> tor
     return out
 
 
+def cheapest_pairs(cost: torch.Tensor) -> torch.Tensor:
+    """The lowest-cost pair of each row of a (B, T, T) cost table: (B, 2), i < j."""
+    n = cost.shape[-1]
+    flat = cost.flatten(1).argmin(dim=1)
+    return torch.stack([flat // n, flat % n], dim=1).sort(dim=1).values
+
+
 class CopyOracle:
     """The pair with the lowest :func:`copy_pair_costs` (peeks at the original; k = 2 only)."""
 
@@ -202,10 +208,7 @@ class CopyOracle:
             raise RovrError(f"oracle_copy chooses pairs (k=2); got k={episodes.k}")
 
     def choose(self, episodes: Episodes) -> torch.Tensor:
-        cost = copy_pair_costs(episodes)  # (B, T, T)
-        flat = cost.flatten(1).argmin(dim=1)
-        n = episodes.num_frames
-        return torch.stack([flat // n, flat % n], dim=1).sort(dim=1).values
+        return cheapest_pairs(copy_pair_costs(episodes))
 
 
 class BruteForce:
@@ -264,7 +267,7 @@ class PolicyChooser:
         if self.sample:
             return sample_topk(logits, episodes.k, self.tau, generator=self.generator, bias=bias)
         if bias is not None and episodes.k == 2:
-            return greedy_pair(logits, bias)
+            return greedy_pair(logits, bias, self.tau)
         return logits.topk(episodes.k, dim=1).indices.sort(dim=1).values
 
 

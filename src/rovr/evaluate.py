@@ -876,7 +876,7 @@ def evaluate_run(
     loaded = time.perf_counter()
 
     def learned(actor: torch.nn.Module, name: str) -> Callable[[int], Chooser]:
-        return lambda seed: PolicyChooser(actor, name, seed=seed)
+        return lambda seed: PolicyChooser(actor, name, tau=cfg.policy.tau, seed=seed)
 
     def baseline(name: str) -> Callable[[int], Chooser]:
         return lambda seed: make_baseline(name, seed)

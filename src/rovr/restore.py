@@ -148,7 +148,7 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
         return make_baseline("oracle_best")
     actor = build_actor(cfg.policy, cfg.data.frames)
     load_model(run.policy(names[0]), actor, cfg, "rovr train-policy")
-    return PolicyChooser(actor, names[0])
+    return PolicyChooser(actor, names[0], tau=cfg.policy.tau)
 
 
 # ----------------------------------------------------------------------------- checking paths

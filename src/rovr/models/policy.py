@@ -184,20 +184,12 @@ def pair_log_prob(
     masked frame gives -inf in both modes.
 
     With a pairwise ``bias`` (B, N, N) the pair is drawn by :func:`sample_topk` in two conditional steps
-    and its exact log-probability is read off :func:`pair_log_prob_table` (``mode`` must be 'exact').
+    and its exact log-probability is ``log(p(a) p(b | a) + p(b) p(a | b))`` (``mode`` must be 'exact'),
+    from the two rows a and b of the second draw only: O(N) per pair.
     """
     _check_tau(tau)
-    if bias is not None:
-        if mode != "exact":
-            raise ValueError(
-                "the paper's geometric log-prob is defined for per-frame logits only (no pair bias)"
-            )
-        lp, ia, ib = pair_log_prob_table(logits, tau, bias)
-        N = logits.shape[1]
-        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-        slot = lo * (2 * N - lo - 1) // 2 + (hi - lo - 1)  # index of (lo, hi) in triu order
-        out = lp.gather(1, slot.clamp(0, lp.shape[1] - 1)[:, None]).squeeze(1)
-        return out.masked_fill(a == b, -math.inf)
+    if bias is not None and mode != "exact":
+        raise ValueError("the paper's geometric log-prob is defined for per-frame logits only (no pair bias)")
     if mode not in ("exact", "geometric"):
         raise ValueError(f"mode must be 'exact' or 'geometric' (got {mode!r})")
     if a.shape != (logits.shape[0],) or b.shape != a.shape:
@@ -210,7 +202,15 @@ def pair_log_prob(
     valid = _valid_subsets(logits, idx)
     safe = _safe_indices(logits, idx, valid)
     lab = logp.gather(1, safe)  # (B, 2): log p_a, log p_b
-    if mode == "geometric":
+    if bias is not None:
+        check_bias(logits, bias)
+        rows = torch.arange(len(a), device=logits.device)
+        x, y = safe[:, 0], safe[:, 1]
+        own = F.one_hot(safe, logits.shape[1]).bool()  # (B, 2, N): the first draw is not drawn again
+        second = ((logits[:, None, :] + bias[rows[:, None], safe]) / tau).masked_fill(own, -math.inf)
+        second = torch.log_softmax(second, dim=2)  # (B, 2, N): log p(· | x), log p(· | y)
+        out = torch.logaddexp(lab[:, 0] + second[rows, 0, y], lab[:, 1] + second[rows, 1, x])
+    elif mode == "geometric":
         out = lab.mean(dim=1)
     else:
         # log(1 - p_a) = logsumexp_{j != a} log p_j   (exact even when p_a -> 1)
@@ -306,11 +306,12 @@ def pair_log_prob_table(
     return lp, ia, ib
 
 
-def greedy_pair(logits: Tensor, bias: Tensor | None = None) -> Tensor:
-    """The deterministic choice: top-2 logits, or with a pair bias the most probable pair. (B, 2), i < j."""
+def greedy_pair(logits: Tensor, bias: Tensor | None = None, tau: float = 1.0) -> Tensor:
+    """The deterministic choice: top-2 logits, or with a pair bias the pair most probable under the
+    policy's distribution at temperature ``tau`` (the mode depends on τ). (B, 2), i < j."""
     if bias is None:
         return logits.topk(2, dim=1).indices.sort(dim=1).values
-    lp, ia, ib = pair_log_prob_table(logits, 1.0, bias)
+    lp, ia, ib = pair_log_prob_table(logits, tau, bias)
     best = lp.argmax(dim=1)
     return torch.stack([ia[best], ib[best]], dim=1)
 
@@ -730,7 +731,8 @@ class PointerActor(_PointerBase):
 
     def logits(self, emb: Tensor, target: Tensor, t: Tensor, frames: Tensor) -> Tensor:
         """emb (B, T, D) from embed_frames/update_frame, target (B, 3, c, c), t (B,), and the low-res
-        frames (B, T, 3, c, c) the embeddings were computed from -> logits (B, T)."""
+        frames (B, T, 3, c, c) the embeddings were computed from -> logits (B, T). The pair term is
+        separate (:meth:`pair_bias`), as in :meth:`forward`."""
         _check_t(t, emb.shape[1], emb.shape[0])
         return self._scores(emb, self.target_encoder(target), t, match_cues(frames, target))
 

@@ -41,7 +41,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from rovr.conditioning import Chooser, CopyOracle, PolicyChooser, Random, Sequential, copy_pair_costs
+from rovr.conditioning import (
+    Chooser,
+    CopyOracle,
+    PolicyChooser,
+    Random,
+    Sequential,
+    cheapest_pairs,
+    copy_pair_costs,
+)
 from rovr.conditioning import Oracle as OracleChooser
 from rovr.config import RunConfig
 from rovr.data.clips import ClipSet
@@ -133,9 +141,7 @@ def collect_states(
                     out["cost"].append(cost.cpu())
                 if chooser is None:
                     assert cost is not None
-                    n = ep.num_frames
-                    flat = cost.flatten(1).argmin(dim=1)
-                    ep.step(torch.stack([flat // n, flat % n], dim=1).sort(dim=1).values)
+                    ep.step(cheapest_pairs(cost))
                 else:
                     ep.step(chooser.choose(ep))
     if not out["t"]:
@@ -250,7 +256,7 @@ def bce_loss(
 
 @torch.no_grad()
 def greedy_stats(
-    actor: ActorNet, states: StateSet, device: torch.device, batch: int = 256
+    actor: ActorNet, states: StateSet, device: torch.device, batch: int = 256, tau: float = 0.7
 ) -> dict[str, float]:
     """Greedy (top-2 logits) pair on ``states``: valid-pair rate and mean coverage, and with copy costs
     the rate of picking the expert's pair and the mean excess copy cost over it (``copy_regret``)."""
@@ -259,7 +265,7 @@ def greedy_stats(
     for s in range(0, len(states), batch):
         sl = slice(s, s + batch)
         out = actor(*states.inputs(sl, device))
-        pair = greedy_pair(out.logits, out.pair_bias).cpu()
+        pair = greedy_pair(out.logits, out.pair_bias, tau).cpu()
         rows = torch.arange(pair.shape[0])
         cov.append(states.coverage[sl][rows, pair[:, 0], pair[:, 1]])
         if states.cost is not None:
@@ -378,7 +384,9 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == cfg.imitation.steps - 1:
-            val = {f"val/{k}": v for k, v in greedy_stats(actor, val_states, device).items()}
+            val = {
+                f"val/{k}": v for k, v in greedy_stats(actor, val_states, device, tau=cfg.policy.tau).items()
+            }
             metrics.log("imitation", step, {"imitation/loss": loss.item(), **val})
             bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{val['val/valid_rate']:.2f}")
         if cfg.imitation.max_minutes and time.time() - started > 60 * cfg.imitation.max_minutes:
@@ -390,7 +398,7 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
 
     perceptual = build_perceptual(cfg.metric, device)
     choosers: list[Chooser] = [
-        PolicyChooser(actor, "imitation"),
+        PolicyChooser(actor, "imitation", tau=cfg.policy.tau),
         Random(cfg.seed),
         Sequential(),
         CopyOracle(),
@@ -408,7 +416,7 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
             r["hole_mse"],
         )
     metrics.close()
-    final = greedy_stats(actor, val_states, device)
+    final = greedy_stats(actor, val_states, device, tau=cfg.policy.tau)
     save_model(
         run.policy("imitation"),
         actor,
