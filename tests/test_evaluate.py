@@ -445,3 +445,42 @@ def test_evaluate_run_skips_an_unreadable_policy(tmp_path: Path) -> None:
     assert "rovr_flow_warm" not in ev.report["policies"]["missing"]
     assert "rovr_flow_warm" not in [r["policy"] for r in ev.report["table2"]]
     assert "Skipped `rovr_flow_warm`" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_copy_pair_costs_by_hand() -> None:
+    """Target 0 of a 3-frame clip: its 2 hole pixels; frame 1 shows one, frame 2 the other, neither both."""
+    from rovr.conditioning import CopyOracle, copy_pair_costs
+
+    T, H, W = 4, 2, 3
+    original = np.zeros((T, H, W, 3), np.uint8)
+    original[0] = 100
+    original[1] = 120  # frame 1 differs by 20 everywhere
+    original[2] = 100  # frame 2 equals the target
+    original[3] = 100
+    masks = np.zeros((T, H, W), bool)
+    masks[0, 0, :2] = True  # target holes at (0, 0) and (0, 1)
+    masks[1, 0, 1] = True  # frame 1 shows (0, 0) only
+    masks[2, 0, 0] = True  # frame 2 shows (0, 1) only
+    masks[3, 0, :2] = True  # frame 3 shows neither
+    frames = original.copy()
+    frames[masks] = 0
+    clip = Corrupted(original=original, frames=frames, masks=masks)
+    net = LocalNet(LocalNetConfig(base_channels=8, depth=1, align=False), 2)
+    ep = Episodes([clip], net, None, k=2, cell=8)
+    cost = copy_pair_costs(ep)[0].double()
+    d1 = 3 * (20 / 255) ** 2  # squared error (3 channels) of copying frame 1's pixel
+    mu = 100 / 255  # mean colour of the target's visible pixels: the fill where no frame shows a hole
+    fill = 3 * (mu - 100 / 255) ** 2  # = 0 here
+    assert cost[1, 2].item() == pytest.approx((d1 + 0.0) / 2)  # (0,0) from frame 1, (0,1) from frame 2
+    assert cost[2, 3].item() == pytest.approx((fill + 0.0) / 2)  # (0,0) from nobody, (0,1) from frame 2
+    assert cost[1, 3].item() == pytest.approx((d1 + fill) / 2)
+    assert (
+        torch.equal(cost, cost.T) and bool(torch.isinf(cost[0]).all()) and bool(torch.isinf(cost[:, 0]).all())
+    )
+    assert CopyOracle().choose(ep).tolist() == [[2, 3]]  # cheaper than the pair that shows both holes
+    masks[0] = False  # a target without holes: any pair costs 0, never a frame with itself
+    clip0 = Corrupted(original=original, frames=original.copy(), masks=masks)
+    cost0 = copy_pair_costs(Episodes([clip0], net, None, k=2, cell=8))[0]
+    assert bool(torch.isinf(cost0.diagonal()).all()) and float(cost0[1, 2]) == 0.0
+    pair = CopyOracle().choose(Episodes([clip0], net, None, k=2, cell=8))[0]
+    assert pair[0] != pair[1] and 0 not in pair.tolist()

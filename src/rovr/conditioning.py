@@ -166,14 +166,15 @@ def copy_pair_costs(episodes: Episodes, rows: torch.Tensor | None = None) -> tor
     for r_i, row in enumerate(rows.tolist()):
         r = torch.tensor([row], device=dev)
         frames, holes = episodes.conditioning(frames_idx, r)  # (1, T, 3, H, W), (1, T, 1, H, W)
-        target, tmask = episodes.corrupted[r, t], episodes.masks[r, t][:, None].float()
-        shifts = episodes.net.shifts(target, tmask, frames, holes)
+        shifts = episodes.frame_shifts(row)  # (T, 2) as Γ would align them, or None
         if shifts is not None:
-            frames, holes = align(target, tmask, frames, holes, 0, shifts)
+            target, tmask = episodes.corrupted[r, t], episodes.masks[r, t][:, None].float()
+            frames, holes = align(target, tmask, frames, holes, 0, shifts[None])
         hole = episodes.masks[row, t].flatten()  # (HW,) bool
         x = episodes.original[row, t].flatten(1)[:, hole]  # (3, Nh)
-        if x.shape[1] == 0:
-            out[r_i] = 0.0
+        if x.shape[1] == 0:  # no hole: every pair is perfect (the diagonal stays +inf: not a pair)
+            out[r_i, a, b] = 0.0
+            out[r_i, b, a] = 0.0
         else:
             vis = ~episodes.masks[row, t].flatten()
             mu = episodes.corrupted[row, t].flatten(1)[:, vis].mean(dim=1, keepdim=True) if vis.any() else 0.5
