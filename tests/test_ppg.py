@@ -16,7 +16,7 @@ import torch
 
 from rovr.checkpoint import load_checkpoint
 from rovr.config import PPGConfig, RunConfig, load_config, save_config
-from rovr.errors import CheckpointError, RovrError
+from rovr.errors import CheckpointError, ConfigError, RovrError
 from rovr.models.local import LocalNet
 from rovr.models.policy import PolicyConfig, build_actor, build_critic, pair_log_prob
 from rovr.reconstruct import Episodes, Observation, StepInfo
@@ -31,6 +31,7 @@ from rovr.train.ppg import (
     clipped_surrogate,
     explained_variance,
     gae,
+    group_advantages,
     pair_kl,
     rewards_to_go,
     train_policy,
@@ -65,6 +66,14 @@ def test_causal_returns_by_hand() -> None:
     want = torch.tensor([[0.6, 0.7, 0.8], [0.2, 0.1, 0.6]])
     torch.testing.assert_close(causal_returns(rewards, terminal), want)
     torch.testing.assert_close(rewards, torch.tensor([[0.1, 0.2, 0.8], [0.0, -0.1, 0.6]]))  # not modified
+
+
+def test_group_advantages_by_hand() -> None:
+    r = torch.tensor([[1.0, 2.0, 6.0], [0.5, 0.5, 0.5]])
+    # pair 0: 1 − (2 + 6)/2 = −3; pair 1: 2 − (1 + 6)/2 = −1.5; pair 2: 6 − (1 + 2)/2 = 4.5
+    torch.testing.assert_close(group_advantages(r), torch.tensor([[-3.0, -1.5, 4.5], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="at least 2"):
+        group_advantages(torch.ones(4, 1))
 
 
 def test_gae_hand_computed() -> None:
@@ -199,11 +208,16 @@ class PairBandit:
         t = self.step_index
         return Observation(self.video, self.frames[:, t], torch.full((self.batch_size,), t, dtype=torch.long))
 
+    def _hit(self, pairs: torch.Tensor) -> torch.Tensor:
+        return (pairs == torch.tensor(best_pair(self.step_index))).all(dim=-1).float()
+
     def step(self, pairs: torch.Tensor) -> StepInfo:
-        t = self.step_index
-        hit = (pairs == torch.tensor(best_pair(t))).all(dim=1).float()
+        hit = self._hit(pairs)
         self.step_index += 1
         return StepInfo(reward=hit, loss_before=torch.ones_like(hit), loss_after=1 - hit, coverage=hit)
+
+    def try_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self._hit(pairs)  # (B, M)
 
 
 def _learner(seed: int = 0, **ppg_overrides: object) -> Learner:
@@ -251,6 +265,45 @@ def test_rollout_batch_layout_returns_and_ratio_one() -> None:
     assert torch.allclose(logp, batch.logp, atol=1e-5)
 
 
+def test_group_rollout_layout_and_leave_one_out_advantages() -> None:
+    """ppg.group = K: K draws per state, the first played; each row's advantage is its reward minus the others' mean."""
+    K = 3
+    learner = _learner(group=K, credit="causal", reward_scale=2.0)
+    with torch.no_grad():
+        learner.actor.policy_head.weight.mul_(300.0)  # type: ignore[operator]
+    env = PairBandit(batch=2)
+    played: list[torch.Tensor] = []
+    step = env.step
+
+    def spy(pairs: torch.Tensor) -> StepInfo:
+        played.append(pairs.clone())
+        return step(pairs)
+
+    env.step = spy  # type: ignore[method-assign]
+    batch, stats = learner.rollout(env)
+    assert len(batch) == 2 * T * K
+    assert batch.t.tolist() == [t for _ in range(2) for t in range(T) for _ in range(K)]
+    assert batch.played.tolist() == [j == 0 for _ in range(2 * T) for j in range(K)]
+    pairs = batch.pairs.view(2, T, K, 2)
+    torch.testing.assert_close(pairs[:, :, 0], torch.stack(played, dim=1))  # row j = 0 is the played pair
+    hits = torch.stack([(pairs[:, t] == torch.tensor(best_pair(t))).all(-1).float() for t in range(T)], 1)
+    r = 2.0 * hits  # (B, T, K): no flow reward here, so a pair's return is its own reward
+    loo = r - (r.sum(-1, keepdim=True) - r) / (K - 1)
+    torch.testing.assert_close(batch.adv, loo.flatten())
+    torch.testing.assert_close(batch.returns, r.mean(-1, keepdim=True).expand_as(r).flatten())
+    assert batch.states().t.tolist() == list(range(T)) * 2
+    logits = learner.actor(batch.obs(torch.arange(len(batch)))).logits  # the draws' own log-probs
+    logp = pair_log_prob(logits, batch.pairs[:, 0], batch.pairs[:, 1], tau=learner.tau)
+    torch.testing.assert_close(logp, batch.logp, atol=1e-5, rtol=1e-5)
+    assert stats["charts/episodic_return"] == pytest.approx(float(hits[:, :, 0].sum(1).mean()))
+
+
+def test_group_needs_causal_credit() -> None:
+    with pytest.raises(ConfigError, match="ppg.group.*credit=causal"):
+        load_config(None, ["ppg.group=4", "ppg.credit=to_go"])
+    assert load_config(None, ["ppg.group=4", "ppg.credit=causal"]).ppg.group == 4
+
+
 def test_positive_advantage_raises_probability_of_its_pair() -> None:
     learner = _learner(e_pi=1, e_v=0, lr=1e-2)
     env = PairBandit(batch=1)
@@ -265,6 +318,7 @@ def test_positive_advantage_raises_probability_of_its_pair() -> None:
         value=torch.full((2,), 0.5),
         returns=torch.tensor([1.0, 0.0]),
         adv=torch.tensor([0.5, -0.5]),  # R − V: the first pair did better than expected
+        played=torch.ones(2, dtype=torch.bool),
     )
     idx = torch.arange(2)
     with torch.no_grad():
@@ -295,6 +349,52 @@ def test_ppg_finds_the_rewarded_pair() -> None:
         assert aux["losses/clone_kl"] < 0.5
     assert _greedy_pairs(learner, env_eval) == [best_pair(t) for t in range(T)]
     assert np.mean(returns[-4:]) > 3.0 > 1.5 > np.mean(returns[:4])  # out of T = 5; random pairs: 5/6
+
+
+def test_ppg_with_group_draws_finds_the_rewarded_pair() -> None:
+    """The same bandit with K = 4 draws per state and leave-one-out advantages (no critic in Â)."""
+    learner = _learner(
+        seed=0, n_pi=2, e_pi=4, e_v=2, e_aux=2, lr=1e-2, ent_coef=0.05, group=4, credit="causal"
+    )
+    env_eval = PairBandit(batch=1)
+    returns = []
+    for it in range(8):
+        learner.reseed(it)
+        batches = []
+        for _ in range(learner.cfg.n_pi):
+            batch, stats = learner.rollout(PairBandit(batch=8))
+            learner.policy_epochs(batch)
+            batches.append(batch)
+            returns.append(stats["charts/episodic_return"])
+        learner.auxiliary_phase(batches)
+    assert _greedy_pairs(learner, env_eval) == [best_pair(t) for t in range(T)]
+    assert np.mean(returns[-4:]) > 3.0 > 1.5 > np.mean(returns[:4])
+
+
+def test_kl_to_the_reference_pulls_the_policy_back_to_it() -> None:
+    """ppg.kl_ref: with zero advantages the only force is β_ref · KL(π ‖ π_ref), and it shrinks that KL."""
+    learner = _learner(seed=0, kl_ref=1.0, e_pi=1, e_v=0, lr=3e-3)
+    reference = learner.reference
+    assert reference is not None and not any(p.requires_grad for p in reference.parameters())
+    torch.manual_seed(1)
+    for p in learner.actor.parameters():  # move π away from where it started (= π_ref)
+        p.data.add_(0.05 * torch.randn_like(p))
+    env = PairBandit(batch=4)
+    batch, _ = learner.rollout(env)
+    batch.adv.zero_()
+    idx = torch.arange(len(batch))
+
+    def kl() -> float:
+        with torch.no_grad():
+            out, ref = learner.actor(batch.obs(idx)), reference(batch.obs(idx))
+            return float(pair_kl(out.logits, ref.logits, learner.tau))
+
+    before = kl()
+    assert before > 1e-3
+    for _ in range(10):
+        stats = learner.policy_epochs(batch)
+    assert kl() < 0.1 * before and stats["losses/kl_ref"] > 0
+    assert "losses/kl_ref" not in _learner().policy_epochs(batch)  # off by default
 
 
 def test_auxiliary_phase_distils_value_and_keeps_policy() -> None:
@@ -393,6 +493,27 @@ def test_train_policy_writes_policy_logs_and_no_resume(tmp_path: Path) -> None:
     tuned = load_checkpoint(run.root / "local_rovr_flow_warm.safetensors")[0]
     assert any(not torch.equal(tuned[k], local_before[k]) for k in local_before)
     assert all(torch.equal(load_checkpoint(run.local)[0][k], v) for k, v in local_before.items())
+
+
+def test_train_policy_with_group_draws_and_reference_anchor(tmp_path: Path) -> None:
+    """The real trainer with K = 3 draws per state, β_ref > 0 and Γ training: Γ learns from the played pairs only."""
+    cfg = tiny_config("ppg.group=3", "ppg.credit=causal", "ppg.kl_ref=0.1", "ppg.train_local=true")
+    run = make_run(tmp_path / "run", cfg)
+    trainer = Trainer(cfg, run, progress=False)
+    played: list[int] = []
+    update_local = trainer.update_local
+
+    def spy(ep: Episodes, batch: Batch) -> dict[str, float]:
+        played.append(len(batch.states()))
+        assert len(batch) == 3 * len(batch.states())
+        return update_local(ep, batch)
+
+    trainer.update_local = spy  # type: ignore[method-assign]
+    trainer.train()
+    assert played == [cfg.ppg.episodes_per_iter * cfg.data.frames] * cfg.ppg.iterations
+    rows = [r for r in read_metric_log(run.logs) if r["stage"] == "ppg" and "charts/SPS" in r]
+    assert len(rows) == 2 and all(np.isfinite(r["losses/kl_ref"]) for r in rows)
+    assert run.policy("rovr_flow_warm").is_file()
 
 
 def test_resume_after_an_interrupted_phase_repeats_the_uninterrupted_run(
@@ -527,3 +648,42 @@ def test_causal_credit_in_a_real_rollout(tmp_path: Path) -> None:
     local = torch.stack([i.loss_before - i.loss_after for i in captured], dim=1)  # (B, T)
     want = (local + 2.0 * last.flow_recovery[:, None]) * cfg.ppg.reward_scale
     torch.testing.assert_close(batch.returns.view(B, T), want.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_tried_pairs_and_swapped_flow_recovery_match_recomputation(tmp_path: Path) -> None:
+    """try_pairs scores a pair as step would; swapped_flow_recovery equals O of the swapped video, recomputed."""
+    from rovr.metrics.flow import flow_recovery_batch
+
+    cfg = tiny_config("ppg.flow_weight=2.0")
+    trainer = Trainer(cfg, make_run(tmp_path / "run", cfg), progress=False)
+    trainer.reseed(0)
+    ep = trainer.episodes()
+    B, n = ep.batch_size, ep.num_frames
+    g = torch.Generator().manual_seed(0)
+    tried: list[torch.Tensor] = []
+    for t in range(n):
+        others = torch.tensor([i for i in range(n) if i != t])
+        draws = torch.stack(
+            [others[torch.randperm(n - 1, generator=g)[:2]].sort().values for _ in range(3 * B)]
+        )
+        draws = draws.view(B, 3, 2)
+        gains = ep.try_pairs(draws)  # (B, 3); draw 0 is played below
+        info = ep.step(draws[:, 0])
+        torch.testing.assert_close(gains[:, 0], info.loss_before - info.loss_after)
+        tried.append(draws)
+    swapped = ep.swapped_flow_recovery()  # (B, T, 3)
+    assert swapped.shape == (B, n, 3)
+    torch.testing.assert_close(ep.swapped_terminal_reward(), 2.0 * swapped)
+    played = ep.flow_recovery()
+    torch.testing.assert_close(swapped[:, :, 0], played[:, None].expand(B, n))  # draw 0 was played
+    f_orig, f_bar = ep._reference_flows()
+    assert ep.flow is not None
+    for t in (0, n // 2, n - 1):
+        for j in (1, 2):
+            ep.step_index = t  # rebuild the tried frame at t independently of try_pairs
+            video = ep.video.clone()
+            video[:, t] = ep.rebuild(tried[t][:, j])
+            f_hat = torch.stack([ep.flow.flow(v) for v in video])
+            want = flow_recovery_batch(f_hat, f_bar, f_orig).float()
+            torch.testing.assert_close(swapped[:, t, j], want, atol=1e-5, rtol=1e-5)
+    ep.step_index = n

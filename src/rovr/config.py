@@ -176,6 +176,11 @@ class PPGConfig:
     lr: float = _f(5e-4, "Adam learning rate of actor and critic")
     clip: float = _f(0.2, "ε of the clipped surrogate")
     ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    kl_ref: float = _f(
+        0.0,
+        "β_ref: weight of KL(π ‖ π_ref) in the policy loss, π_ref = the frozen warm start (imitation); "
+        "keeps what imitation learned from the oracle while PPG adapts it (0 = off, the paper)",
+    )
     beta_clone: float = _f(1.0, "β_clone: weight of the behaviour-cloning KL in the auxiliary phase")
     gamma: float = _f(1.0, "discount (paper: 1)")
     gae_lambda: float = _f(1.0, "GAE λ (1 = plain rewards-to-go minus V, as in the paper)")
@@ -184,6 +189,12 @@ class PPGConfig:
         "'to_go': returns are (GAE) rewards-to-go, as the paper; 'causal': a step's return is its own "
         "local reward plus the episode's final flow reward (Γ conditions on observed pixels, so an "
         "action cannot change later local rewards: same expected gradient, far less variance)",
+    )
+    group: int = _f(
+        1,
+        "K: pairs drawn from π at every state. K > 1 (needs credit=causal): Γ rebuilds the target from "
+        "each; a pair's return is its own L_P gain + w·O of the episode with that frame swapped in, and "
+        "its advantage is that return minus the mean of the other K−1 (leave-one-out baseline)",
     )
     flow_reward: bool = _f(True, "add the global flow-recovery reward at the end (Eq. 3)")
     flow_weight: float = _f(1.0, "w: weight of the flow-recovery reward")
@@ -199,10 +210,17 @@ class PPGConfig:
         check(self.iterations >= 1, "ppg.iterations", "must be >= 1")
         check(self.episodes_per_iter >= 1, "ppg.episodes_per_iter", "must be >= 1")
         check(self.n_pi >= 1, "ppg.n_pi", "must be >= 1")
+        check(self.group >= 1, "ppg.group", "must be >= 1")
+        check(
+            self.group == 1 or self.credit == "causal",
+            "ppg.group",
+            f"> 1 needs ppg.credit=causal (each of the K pairs is scored by its own return; got {self.credit})",
+        )
         check(0.0 < self.clip < 1.0, "ppg.clip", "must be in (0, 1)")
         check(0.0 < self.gamma <= 1.0, "ppg.gamma", "must be in (0, 1]")
         check(0.0 <= self.gae_lambda <= 1.0, "ppg.gae_lambda", "must be in [0, 1]")
         check(self.lr > 0, "ppg.lr", "must be > 0")
+        check(self.kl_ref >= 0, "ppg.kl_ref", f"must be >= 0 (got {self.kl_ref})")
 
 
 @dataclass

@@ -116,6 +116,7 @@ class Episodes:
         self.video = self.corrupted.clone()  # (B, T, 3, H, W)
         self.hole = self.masks.clone()  # holes still open in the current video
         self.step_index = 0
+        self._tried: dict[int, torch.Tensor] = {}  # target -> (B, M, 3, H, W) frames of try_pairs
 
     @property
     def done(self) -> bool:
@@ -213,6 +214,30 @@ class Episodes:
             info.reward = info.reward + self.flow_weight * info.flow_recovery
         return info
 
+    @torch.no_grad()
+    def try_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        """Score M other conditioning sets for the current target without taking the step.
+
+        pairs (B, M, k) -> (B, M) rewards L_P(x̄_t, x_t) − L_P(x̂_t, x_t), each x̂_t rebuilt by Γ as
+        :meth:`step` would. The rebuilt frames are kept for :meth:`swapped_flow_recovery`.
+        """
+        if self.done:
+            raise RovrError("the episode is over; call reset() first")
+        b, m = pairs.shape[:2]
+        flat = pairs.reshape(b * m, self.k)
+        for j in range(m):
+            self.check_pairs(pairs[:, j])
+        t = self.t
+        rows = torch.arange(b, device=self.device).repeat_interleave(m)
+        x_hat = self.rebuild(flat.to(self.device), rows)  # (B·M, 3, H, W)
+        self._tried[t] = x_hat.view(b, m, *x_hat.shape[1:])
+        if self.perceptual is None:
+            return torch.full((b, m), float("nan"), device=self.device)
+        x = self.original[:, t]
+        before = self.perceptual(self.corrupted[:, t], x)  # (B,)
+        after = self.perceptual(x_hat, x[rows]).view(b, m)
+        return before[:, None] - after
+
     def _pair_coverage(self, t: int, pairs: torch.Tensor) -> torch.Tensor:
         """Oracle coverage of the chosen frames (pairs: exact; k ≠ 2: union of the frames' views)."""
         p = pairs.cpu()
@@ -225,17 +250,65 @@ class Episodes:
         area = target.sum(1)
         return torch.where(area > 0, 1 - (target * hidden).sum(1) / area.clamp(min=1), torch.ones_like(area))
 
+    def _reference_flows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """F(X), F(X̄): (B, T−1, 2, H, W) each, computed once per episode batch."""
+        assert self.flow is not None
+        if self._flow_orig is None or self._flow_bar is None:
+            self._flow_orig = torch.stack([self.flow.flow(v) for v in self.original])
+            self._flow_bar = torch.stack([self.flow.flow(v) for v in self.corrupted])
+        return self._flow_orig, self._flow_bar
+
     def flow_recovery(self) -> torch.Tensor:
-        """O of the current video (Eq. 3), (B,). Flows of X and X̄ are computed once per episode batch."""
+        """O of the current video (Eq. 3), (B,)."""
         from rovr.metrics.flow import flow_recovery_batch
 
         assert self.flow is not None
-        if self._flow_orig is None:
-            self._flow_orig = torch.stack([self.flow.flow(v) for v in self.original])
-            self._flow_bar = torch.stack([self.flow.flow(v) for v in self.corrupted])
-        assert self._flow_bar is not None
+        f_orig, f_bar = self._reference_flows()
         f_hat = torch.stack([self.flow.flow(v) for v in self.video])
-        return flow_recovery_batch(f_hat, self._flow_bar, self._flow_orig).float()
+        return flow_recovery_batch(f_hat, f_bar, f_orig).float()
+
+    def swapped_terminal_reward(self) -> torch.Tensor:
+        """w · :meth:`swapped_flow_recovery`: the last step's flow reward had a tried pair been played. (B, T, M)."""
+        return self.flow_weight * self.swapped_flow_recovery()
+
+    @torch.no_grad()
+    def swapped_flow_recovery(self) -> torch.Tensor:
+        """O (Eq. 3) of the finished video with one frame swapped for a :meth:`try_pairs` alternative.
+
+        Returns (B, T, M): entry [b, t, j] is O of episode b's reconstruction with x̂_t replaced by
+        the j-th frame tried at t, every other frame as reconstructed. Only the flows t−1 → t and
+        t → t+1 change, so with n_s = ‖F(X̂)_s − F(X)_s‖² per frame pair s (Eq. 3's norm is over all
+        of them), num² = Σ_s n_s − n_{t−1} − n_t + the two new terms: 2 flows per alternative.
+        """
+        from rovr.metrics.flow import pair_flows, recovery_score
+
+        if self.flow is None or not self.done:
+            raise RovrError("swapped_flow_recovery needs a flow backend and a finished episode")
+        n = self.num_frames
+        if sorted(self._tried) != list(range(n)):
+            raise RovrError("swapped_flow_recovery needs try_pairs at every step of the episode")
+        f_orig, f_bar = self._reference_flows()
+        ref = f_orig.double()
+        f_hat = torch.stack([self.flow.flow(v) for v in self.video]).double()
+        sq = (f_hat - ref).flatten(2).pow(2).sum(2)  # (B, T−1): n_s
+        den = (f_bar.double() - ref).flatten(1).norm(dim=1)  # (B,)
+        b, m = self._tried[0].shape[:2]
+        num_sq = sq.sum(1)[:, None, None].repeat(1, n, m)  # (B, T, M)
+        rows = torch.arange(b, device=self.device).repeat_interleave(m)
+
+        def change(s: int, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+            """n_s with frame pair s = (src, dst) in place of the reconstruction's, minus the old n_s: (B, M)."""
+            assert self.flow is not None
+            new = (pair_flows(self.flow, src, dst).double() - ref[rows, s]).flatten(1).pow(2).sum(1)
+            return new.view(b, m) - sq[:, s, None]
+
+        for t in range(n):
+            alt = self._tried[t].flatten(0, 1)  # (B·M, 3, H, W)
+            if t > 0:
+                num_sq[:, t] += change(t - 1, self.video[rows, t - 1], alt)
+            if t < n - 1:
+                num_sq[:, t] += change(t, alt, self.video[rows, t + 1])
+        return recovery_score(num_sq.clamp_min(0).sqrt(), den[:, None, None]).float()
 
 
 @dataclass

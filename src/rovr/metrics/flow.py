@@ -289,9 +289,34 @@ def flow_recovery_batch(
     ref = f_orig.double()
     num = (f_hat.double() - ref).flatten(1).norm(dim=1)  # (B,)
     den = (f_bar.double() - ref).flatten(1).norm(dim=1)  # (B,)
+    return recovery_score(num, den, eps, lower)
+
+
+def recovery_score(
+    num: torch.Tensor, den: torch.Tensor, eps: float = 1e-6, lower: float = -1.0
+) -> torch.Tensor:
+    """Eq. 3 from its two norms: O = 1 − num / den, with the conventions of :func:`flow_recovery_batch`.
+
+    num = ‖F(X̂) − F(X)‖, den = ‖F(X̄) − F(X)‖ (any matching shapes, float64 advised).
+    """
     score = 1.0 - num / den.clamp_min(eps)
     score = torch.where((den <= eps) & (num <= eps), torch.ones_like(score), score)
     return score.clamp_min(lower)
+
+
+def pair_flows(backend: FlowBackend, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Flow from ``src[i]`` to ``dst[i]`` for N frame pairs (N, 3, H, W) each -> (N, 2, H, W).
+
+    Each pair is a two-frame video for ``backend.flow``, so the flow of a pair is the one the same
+    frames get inside a whole video (DIS starts every pair afresh; RAFT sees each pair alone too).
+    """
+    if src.shape != dst.shape or src.ndim != 4:
+        raise ValueError(
+            f"pair_flows needs two (N, 3, H, W) stacks; got {tuple(src.shape)}, {tuple(dst.shape)}"
+        )
+    if src.shape[0] == 0:
+        return src.new_zeros((0, 2, *src.shape[-2:]))
+    return torch.cat([backend.flow(torch.stack([a, b])) for a, b in zip(src, dst)])
 
 
 def flow_recovery(

@@ -24,6 +24,7 @@ rank 0 alone writes checkpoints and logs (:mod:`rovr.train.dist`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -200,6 +201,19 @@ def auxiliary_loss(
     return AuxLoss(value_loss + beta_clone * kl, value_loss, kl)
 
 
+def group_advantages(returns: torch.Tensor) -> torch.Tensor:
+    """Leave-one-out advantages of K pairs drawn at one state: Â_j = R_j − mean_{i ≠ j} R_i. (..., K).
+
+    The baseline of a pair does not depend on that pair's draw, so E[∇ log π(a_j|s) Â_j] is the
+    policy gradient (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for free!"); unlike
+    R − V(s) it needs no critic and is exact for the state at hand. K ≥ 2.
+    """
+    k = returns.shape[-1]
+    if k < 2:
+        raise ValueError(f"group_advantages needs at least 2 returns per state, got {k}")
+    return returns - (returns.sum(dim=-1, keepdim=True) - returns) / (k - 1)
+
+
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     """1 − Var[target − pred] / Var[target] (1 = perfect critic, 0 = a constant); NaN if target is constant."""
     var = float(target.var())
@@ -221,7 +235,11 @@ def dequantize(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """Transitions of one iteration, flattened over (episode, step): N = B · T, row b · T + s.
+    """Transitions of one iteration, flattened over (episode, step, draw): N = B · T · K, row (b · T + s) · K + j.
+
+    K = ``ppg.group`` pairs drawn at each state (K = 1: row b · T + s); the observation, value and
+    value target of a state repeat over its K rows, and the state-level updates (critic, auxiliary
+    phase) use the played rows only.
 
     Observations are stored as uint8 and the policy acted on exactly these (dequantised) values, so
     the first update's probability ratio is 1.
@@ -235,6 +253,7 @@ class Batch:
     value: torch.Tensor  # (N,) V(s) at collection time
     returns: torch.Tensor  # (N,) value target: R_t (λ = 1) or Â + V
     adv: torch.Tensor  # (N,) Â, not normalised
+    played: torch.Tensor  # (N,) bool: the pair the episode went on with (all rows unless ppg.group > 1)
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -242,6 +261,13 @@ class Batch:
     def obs(self, idx: torch.Tensor) -> PolicyObs:
         """The (float) policy input of rows ``idx``."""
         return PolicyObs(dequantize(self.video[idx]), dequantize(self.target[idx]), self.t[idx])
+
+    def states(self) -> Batch:
+        """The played rows only: one per state (the batch itself when every row was played)."""
+        if bool(self.played.all()):
+            return self
+        keep = self.played.nonzero().squeeze(1)
+        return Batch(**{f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(Batch)})
 
     @staticmethod
     def cat(batches: list[Batch]) -> Batch:
@@ -262,6 +288,14 @@ class RolloutEnv(Protocol):
 
     def step(self, pairs: torch.Tensor) -> StepInfo: ...
 
+    def try_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        """(B, M, 2) other pairs for the current target -> (B, M) their local rewards (``ppg.group`` > 1)."""
+        ...
+
+    def swapped_terminal_reward(self) -> torch.Tensor:
+        """After the last step: (B, T, M) terminal reward had each tried pair been played instead."""
+        ...
+
 
 class Diverged(RovrError):
     """A PPG loss or gradient became NaN/inf."""
@@ -279,9 +313,20 @@ class Learner:
     """
 
     def __init__(
-        self, actor: ActorNet, critic: CriticNet, cfg: PPGConfig, tau: float, device: torch.device
+        self,
+        actor: ActorNet,
+        critic: CriticNet,
+        cfg: PPGConfig,
+        tau: float,
+        device: torch.device,
+        reference: ActorNet | None = None,
     ) -> None:
         self.actor, self.critic, self.cfg, self.tau, self.device = actor, critic, cfg, tau, device
+        if cfg.kl_ref > 0 and reference is None:
+            reference = copy.deepcopy(actor)  # the policy PPG starts from
+        self.reference = (
+            None if cfg.kl_ref == 0 or reference is None else reference.eval().requires_grad_(False)
+        )
         self.opt_pi = torch.optim.Adam(actor.parameters(), lr=cfg.lr)
         self.opt_v = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
         self.gen = torch.Generator()  # minibatch order (CPU)
@@ -298,10 +343,14 @@ class Learner:
     def rollout(self, env: RolloutEnv) -> tuple[Batch, dict[str, float]]:
         """Run B episodes to the end with pairs drawn from π (Gumbel top-2, §5.2.1); return the batch and stats.
 
-        Rewards are multiplied by ``ppg.reward_scale`` for the returns; the logged return is the
-        unscaled one (the MDP's: Σ_t L_P improvements + w · O).
+        With ``ppg.group`` = K > 1, K pairs are drawn at every state: the first is played, the others
+        are scored by :meth:`RolloutEnv.try_pairs` and, at the end, by the flow recovery of the episode
+        with their frame swapped in (:func:`group_advantages`). Rewards are multiplied by
+        ``ppg.reward_scale`` for the returns; the logged return is the unscaled one of the played pairs
+        (the MDP's: Σ_t L_P improvements + w · O).
         """
         cfg = self.cfg
+        k = cfg.group
         rec: dict[str, list[torch.Tensor]] = defaultdict(list)  # one (B, ...) entry per step
         flow_rec: torch.Tensor | None = None
         terminal_reward: torch.Tensor | None = None
@@ -313,12 +362,22 @@ class Learner:
             obs = PolicyObs(dequantize(video), dequantize(target), o.t)
             out = self.actor(obs)
             logits, bias = out.logits, out.pair_bias  # (B, T), −inf at t; (B, T, T) or None
-            pairs = sample_topk(logits, 2, self.tau, generator=self.sample_gen, bias=bias)  # (B, 2), i < j
-            logp = pair_log_prob(logits, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob, bias=bias)
+            b = logits.shape[0]
+            logits_k = logits.repeat_interleave(k, dim=0)  # (B·K, T): K independent draws per state
+            bias_k = None if bias is None else bias.repeat_interleave(k, dim=0)
+            pairs = sample_topk(logits_k, 2, self.tau, generator=self.sample_gen, bias=bias_k)  # i < j
+            logp = pair_log_prob(
+                logits_k, pairs[:, 0], pairs[:, 1], tau=self.tau, mode=cfg.logprob, bias=bias_k
+            )
+            pairs, logp = pairs.view(b, k, 2), logp.view(b, k)
             value = self.critic(obs)  # (B,)
-            info = env.step(pairs)
+            tried = env.try_pairs(pairs[:, 1:]) if k > 1 else None  # (B, K−1) L_P gains
+            info = env.step(pairs[:, 0])
+            gain = (info.loss_before - info.loss_after)[:, None]
+            if tried is not None:
+                gain = torch.cat([gain, tried.to(gain)], dim=1)  # (B, K)
             step = {"video": video, "target": target, "t": o.t, "pairs": pairs, "logp": logp, "value": value}
-            step |= {"reward": info.reward, "loss": info.loss_after, "coverage": info.coverage}
+            step |= {"reward": info.reward, "gain": gain, "loss": info.loss_after, "coverage": info.coverage}
             for key, v in step.items():
                 rec[key].append(v.to(self.device))
             if info.flow_recovery is not None:
@@ -327,25 +386,42 @@ class Learner:
                 terminal_reward = info.reward - (info.loss_before - info.loss_after)
         self.actor.train()
         self.critic.train()
-        steps = {k: torch.stack(v, dim=1) for k, v in rec.items()}  # (B, T, ...)
+        steps = {key: torch.stack(v, dim=1) for key, v in rec.items()}  # (B, T, ...)
         rewards = steps["reward"].float()  # (B, T)
-        if cfg.credit == "causal":
-            terminal = torch.zeros_like(rewards[:, 0])
+        if k > 1:
+            terminal = torch.zeros_like(steps["gain"])  # (B, T, K): w·O of each pair's video
             if terminal_reward is not None:
-                terminal = terminal_reward.to(rewards).nan_to_num(0.0)
-            returns = causal_returns(rewards, terminal) * cfg.reward_scale
-            adv = returns - steps["value"]
+                terminal[:, :, 0] = terminal_reward.to(terminal)[:, None]
+                swapped = env.swapped_terminal_reward()  # (B, T, K−1)
+                terminal[:, :, 1:] = swapped.to(terminal)
+            group_returns = ((steps["gain"] + terminal) * cfg.reward_scale).nan_to_num(0.0)
+            adv = group_advantages(group_returns)
+            returns = group_returns.mean(dim=2, keepdim=True).expand_as(adv)  # V(s) target: E_π[R | s]
+        elif cfg.credit == "causal":
+            terminal_b = torch.zeros_like(rewards[:, 0])
+            if terminal_reward is not None:
+                terminal_b = terminal_reward.to(rewards).nan_to_num(0.0)
+            returns = (causal_returns(rewards, terminal_b) * cfg.reward_scale)[..., None]
+            adv = returns - steps["value"][..., None]
         else:
             adv, returns = gae(rewards * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
+            adv, returns = adv[..., None], returns[..., None]
+
+        def rows(x: torch.Tensor) -> torch.Tensor:  # (B, T, ...) per state -> (B·T·K, ...) per pair
+            return x.repeat_interleave(k, dim=1).flatten(0, 1) if k > 1 else x.flatten(0, 1)
+
+        first = torch.zeros_like(steps["logp"], dtype=torch.bool)
+        first[:, :, 0] = True
         batch = Batch(
-            video=steps["video"].flatten(0, 1),
-            target=steps["target"].flatten(0, 1),
-            t=steps["t"].flatten(0, 1),
-            pairs=steps["pairs"].flatten(0, 1),
-            logp=steps["logp"].flatten(0, 1),
-            value=steps["value"].flatten(0, 1),
-            returns=returns.flatten(0, 1),
-            adv=adv.flatten(0, 1),
+            video=rows(steps["video"]),
+            target=rows(steps["target"]),
+            t=rows(steps["t"]),
+            pairs=steps["pairs"].flatten(0, 2),
+            logp=steps["logp"].flatten(0, 2),
+            value=rows(steps["value"]),
+            returns=returns.flatten(0, 2),
+            adv=adv.flatten(0, 2),
+            played=first.flatten(0, 2),
         )
         cov = steps["coverage"].float()
         stats = {
@@ -365,7 +441,14 @@ class Learner:
         mean, std = dist.global_mean_std(batch.adv)  # over all ranks' episodes
         adv = (batch.adv - mean) / (std + 1e-8)
         stats: dict[str, list[float]] = {
-            k: [] for k in ("losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac")
+            k: []
+            for k in (
+                "losses/policy_loss",
+                "losses/entropy",
+                "losses/approx_kl",
+                "losses/clipfrac",
+                "losses/kl_ref",
+            )
         }
         for _ in range(cfg.e_pi):
             for idx in self.minibatches(len(batch)):
@@ -377,20 +460,28 @@ class Learner:
                 )
                 surrogate = clipped_surrogate(logp, batch.logp[idx], adv[idx], cfg.clip)
                 entropy = pair_entropy(logits, self.tau, bias).mean()
-                self.step(self.opt_pi, self.actor, surrogate.loss - cfg.ent_coef * entropy)
+                loss = surrogate.loss - cfg.ent_coef * entropy
+                if self.reference is not None:
+                    with torch.no_grad():
+                        ref = self.reference(batch.obs(idx))
+                    kl_ref = pair_kl(logits, ref.logits, self.tau, bias, ref.pair_bias)  # KL(π ‖ π_ref)
+                    loss = loss + cfg.kl_ref * kl_ref
+                    stats["losses/kl_ref"].append(kl_ref.item())
+                self.step(self.opt_pi, self.actor, loss)
                 stats["losses/policy_loss"].append(surrogate.loss.item())
                 stats["losses/entropy"].append(entropy.item())
                 stats["losses/approx_kl"].append(surrogate.approx_kl.item())
                 stats["losses/clipfrac"].append(surrogate.clipfrac.item())
-        value_losses = [loss for _ in range(cfg.e_v) for loss in self.value_epoch(batch)]
+        states = batch.states()
+        value_losses = [loss for _ in range(cfg.e_v) for loss in self.value_epoch(states)]
         out = {k: float(np.mean(v)) for k, v in stats.items() if v}
         if value_losses:
             out["losses/value_loss"] = float(np.mean(value_losses))
-        out["losses/explained_variance"] = explained_variance(batch.value, batch.returns)
+        out["losses/explained_variance"] = explained_variance(states.value, states.returns)
         return out
 
     def value_epoch(self, batch: Batch) -> list[float]:
-        """One epoch of L_V = mean (R_t − V(s_t))² (§6.3) on the critic; the minibatch losses."""
+        """One epoch of L_V = mean (R_t − V(s_t))² (§6.3) on the critic over ``batch``'s rows; the minibatch losses."""
         losses = []
         for idx in self.minibatches(len(batch)):
             loss = F.mse_loss(self.critic(batch.obs(idx)), batch.returns[idx])
@@ -405,7 +496,7 @@ class Learner:
         π_old is the policy at the start of the phase; the value target is each batch's ``returns``.
         """
         cfg = self.cfg
-        buf = Batch.cat(batches)
+        buf = Batch.cat([b.states() for b in batches])
         with torch.no_grad():
             old = [self.actor(buf.obs(idx)) for idx in self.minibatches(len(buf), shuffle=False)]
             old_logits = torch.cat([o.logits for o in old])  # (N, T)
@@ -529,7 +620,7 @@ class Trainer:
     def update_local(self, ep: Episodes, batch: Batch) -> dict[str, float]:
         """§6.3: one step of Γ on L_R (Eq. 1, λ = λ_max where pretraining ends) over this rollout's (target, pair)s."""
         assert self.opt_local is not None
-        pairs = batch.pairs.view(ep.batch_size, ep.num_frames, 2)  # (B, T, 2), step order
+        pairs = batch.states().pairs.view(ep.batch_size, ep.num_frames, 2)  # (B, T, 2), the played pairs
         self.net.train()
         self.opt_local.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
