@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from rovr.config import DataConfig
-from rovr.data.clips import Clip, ClipSet, clip_starts, clips_from_video, resize_and_crop, split_videos
+from rovr.data.clips import (
+    Clip,
+    ClipSet,
+    clip_starts,
+    clips_from_video,
+    resize_and_crop,
+    split_videos,
+    spread,
+)
 from rovr.data.sources import Source, SyntheticVideos, VideoFolder, open_source
 from rovr.errors import DataError
 from rovr.video import io
@@ -196,3 +204,21 @@ def test_clipset_on_the_real_clips(real_dir: Path) -> None:
     assert clip.frames.shape == (20, 32, 32, 3)
     full = io.read_video(real_dir / clip.video, clip.start, 20)
     np.testing.assert_array_equal(clip.frames, resize_and_crop(full, 32))
+
+
+def test_spread_keeps_the_ends_and_covers_every_video() -> None:
+    assert spread(5) == spread(5, 0) == spread(5, 9) == [0, 1, 2, 3, 4]
+    assert spread(15, 4) == [0, 5, 9, 14]
+    assert spread(6, 4) == [0, 2, 3, 5]
+    assert spread(0, 3) == [] and spread(7, 1) == [0]
+    # the real-clip folder's layout (clips sorted by video: 3, 4, 4, 4): a budget of 4 sees all 4 videos
+    videos = ["dogs"] * 3 + ["parkour"] * 4 + ["schoolgirls"] * 4 + ["skating"] * 4
+    assert sorted({videos[i] for i in spread(len(videos), 4)}) == sorted(set(videos))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 70))
+def test_spread_is_sorted_unique_and_of_the_asked_size(n: int, limit: int) -> None:
+    idx = spread(n, limit)
+    assert idx == sorted(set(idx)) and all(0 <= i < n for i in idx)
+    assert len(idx) == (n if limit <= 0 or limit >= n else limit)

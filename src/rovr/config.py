@@ -226,7 +226,7 @@ class PPGConfig:
 @dataclass
 class EvalConfig:
     seeds: int = _f(3, "corruption/evaluation seeds per policy")
-    max_clips: int = _f(0, "evaluate at most this many test clips (0 = all)")
+    max_clips: int = _f(0, "evaluate at most this many clips, spread evenly over the videos (0 = all)")
     brute_force: bool = _f(True, "include the brute-force row (T(T-1)(T-2)/2 Γ calls per clip)")
 
     def __post_init__(self) -> None:

@@ -52,6 +52,17 @@ def resize_and_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return out[0] if single else out
 
 
+def spread(n: int, limit: int = 0) -> list[int]:
+    """Indices of ``limit`` items spread evenly over ``n`` (first and last included); all if ``limit`` is 0 or ≥ n.
+
+    Used wherever a budget keeps only some items of an ordered list (clip starts of a video, clips of
+    a split sorted by video), so that the kept ones span the whole list instead of its head.
+    """
+    if limit <= 0 or limit >= n:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.round(np.linspace(0, n - 1, limit)).astype(int))]
+
+
 def clip_starts(num_frames: int, length: int, stride: int, max_clips: int = 0) -> list[int]:
     """First frames of the clips of a ``num_frames`` video: 0, stride, 2 stride, ... while a clip fits.
 
@@ -61,10 +72,7 @@ def clip_starts(num_frames: int, length: int, stride: int, max_clips: int = 0) -
     if num_frames < length:
         return []
     starts = list(range(0, num_frames - length + 1, stride))
-    if 0 < max_clips < len(starts):
-        keep = np.unique(np.round(np.linspace(0, len(starts) - 1, max_clips)).astype(int))
-        starts = [starts[i] for i in keep]
-    return starts
+    return [starts[i] for i in spread(len(starts), max_clips)]
 
 
 def clips_from_video(

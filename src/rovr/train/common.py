@@ -14,7 +14,7 @@ import torch
 
 from rovr.checkpoint import load_checkpoint, load_state, save_checkpoint, state_tensors
 from rovr.config import RunConfig, config_from_dict, save_config, to_dict
-from rovr.data.clips import ClipSet
+from rovr.data.clips import ClipSet, spread
 from rovr.data.corruption import Corrupted, corrupt
 from rovr.errors import CheckpointError, ConfigError, RovrError
 
@@ -116,10 +116,15 @@ def setup_torch(cfg: RunConfig) -> torch.device:
 
 
 def corrupted_clips(cfg: RunConfig, split: str, seed: int, limit: int = 0) -> list[Corrupted]:
-    """The clips of ``split``, each corrupted with a seed derived from (``seed``, clip index)."""
+    """The clips of ``split``, each corrupted with a seed derived from (``seed``, clip index).
+
+    ``limit`` > 0 keeps that many clips spread evenly over the split (:func:`~rovr.data.clips.spread`);
+    the split is sorted by video, so a limited evaluation still sees every video it can.
+    """
     clips = ClipSet(cfg.data, split)
-    n = len(clips) if limit <= 0 else min(limit, len(clips))
-    return [corrupt(clips[i].frames, cfg.corruption, seed=seed * 100_003 + i) for i in range(n)]
+    return [
+        corrupt(clips[i].frames, cfg.corruption, seed=seed * 100_003 + i) for i in spread(len(clips), limit)
+    ]
 
 
 class MetricLog:
