@@ -1,0 +1,57 @@
+"""Which frames each policy of a run conditions on: distance from the target, coverage and L_P.
+
+Usage: .venv/bin/python benchmarks/policy_choices.py --run runs/demo [--data ../shared/data/real] [--seed 0]
+
+For the run's test split (or every clip of ``--data``, up to the run's ``eval.max_clips``, spread over
+the videos) with one corruption seed: for each learned policy of the run and for ``oracle_copy`` and
+``sequential``, the mean distance |i − t| of the nearer and of the farther chosen frame, the oracle
+coverage of the pair, and L_P. Explains *what* a policy learned where Table 2 says only how well it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rovr.conditioning import PolicyChooser, make_baseline
+from rovr.config import load_config
+from rovr.evaluate import _load_policies, evaluation_clips, run_policy
+from rovr.metrics.perceptual import build_perceptual
+from rovr.models.local import LocalNet
+from rovr.train.common import load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", required=True, help="run folder (rovr demo / rovr train)")
+    parser.add_argument("--data", help="folder of videos (default: the run's test split)")
+    parser.add_argument("--seed", type=int, default=0, help="corruption seed")
+    args = parser.parse_args()
+    run = Path(args.run)
+    cfg = load_config(run / "config.yaml")
+    device = torch.device("cpu")
+    net = LocalNet(cfg.local, cfg.k)
+    load_model(run / "local.safetensors", net, cfg, "rovr pretrain-local")
+    net.eval()
+    perceptual = build_perceptual(cfg.metric, device)
+    clips, what = evaluation_clips(cfg, args.data, args.seed, cfg.eval.max_clips)
+    actors, _ = _load_policies(cfg, run, device)
+    choosers = [PolicyChooser(a, name, tau=cfg.policy.tau) for name, a in actors.items()]
+    choosers += [make_baseline("oracle_copy"), make_baseline("sequential")]
+    print(f"{what}: {len(clips)} clips, corruption seed {args.seed}, L_P = {perceptual.name}\n")
+    print("| policy | nearer frame: mean abs(i − t) | farther frame | pair coverage | L_P |")
+    print("| --- | --- | --- | --- | --- |")
+    for chooser in choosers:
+        r = run_policy(clips, chooser, net, perceptual, k=cfg.k, cell=cfg.policy.cell, device=device)
+        dist = np.abs(r.choices - np.arange(r.choices.shape[1])[None, :, None])  # (B, T, k)
+        print(
+            f"| {chooser.name} | {dist.min(2).mean():.2f} | {dist.max(2).mean():.2f} "
+            f"| {r.coverage.mean():.3f} | {r.loss.mean():.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
