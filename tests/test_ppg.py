@@ -298,6 +298,33 @@ def test_group_rollout_layout_and_leave_one_out_advantages() -> None:
     assert stats["charts/episodic_return"] == pytest.approx(float(hits[:, :, 0].sum(1).mean()))
 
 
+def test_self_critical_baseline_is_the_greedy_pairs_return() -> None:
+    """ppg.baseline=greedy: Â_j = R_j − R(greedy pair), the greedy pair scored by try_pairs like the draws."""
+    K = 3
+    learner = _learner(group=K, credit="causal", baseline="greedy")
+    with torch.no_grad():
+        learner.actor.policy_head.weight.mul_(300.0)  # type: ignore[operator]
+    env = PairBandit(batch=2)
+    tried: list[torch.Tensor] = []
+    try_pairs = env.try_pairs
+
+    def spy(pairs: torch.Tensor) -> torch.Tensor:
+        tried.append(pairs.clone())
+        return try_pairs(pairs)
+
+    env.try_pairs = spy  # type: ignore[method-assign]
+    batch, _ = learner.rollout(env)
+    assert len(batch) == 2 * T * K and all(p.shape == (2, K, 2) for p in tried)  # K − 1 draws + greedy
+    greedy = torch.stack([p[:, -1] for p in tried], dim=1)  # (B, T, 2)
+    for t, g in enumerate(_greedy_pairs(learner, env)):
+        assert greedy[0, t].tolist() == list(g)  # the pair evaluation picks
+    pairs = batch.pairs.view(2, T, K, 2)
+    hit = lambda p, t: (p == torch.tensor(best_pair(t))).all(-1).float()  # noqa: E731
+    r = torch.stack([hit(pairs[:, t], t) for t in range(T)], 1)  # (B, T, K)
+    r_greedy = torch.stack([hit(greedy[:, t], t) for t in range(T)], 1)  # (B, T)
+    torch.testing.assert_close(batch.adv, (r - r_greedy[..., None]).flatten())
+
+
 def test_group_needs_causal_credit() -> None:
     with pytest.raises(ConfigError, match="ppg.group.*credit=causal"):
         load_config(None, ["ppg.group=4", "ppg.credit=to_go"])
@@ -351,10 +378,20 @@ def test_ppg_finds_the_rewarded_pair() -> None:
     assert np.mean(returns[-4:]) > 3.0 > 1.5 > np.mean(returns[:4])  # out of T = 5; random pairs: 5/6
 
 
-def test_ppg_with_group_draws_finds_the_rewarded_pair() -> None:
-    """The same bandit with K = 4 draws per state and leave-one-out advantages (no critic in Â)."""
+@pytest.mark.parametrize("baseline", ["others", "greedy"])
+def test_ppg_with_group_draws_finds_the_rewarded_pair(baseline: str) -> None:
+    """The same bandit with K = 4 draws per state; Â against the other draws or the greedy pair (no critic in Â)."""
     learner = _learner(
-        seed=0, n_pi=2, e_pi=4, e_v=2, e_aux=2, lr=1e-2, ent_coef=0.05, group=4, credit="causal"
+        seed=0,
+        n_pi=2,
+        e_pi=4,
+        e_v=2,
+        e_aux=2,
+        lr=1e-2,
+        ent_coef=0.05,
+        group=4,
+        credit="causal",
+        baseline=baseline,
     )
     env_eval = PairBandit(batch=1)
     returns = []
@@ -368,7 +405,7 @@ def test_ppg_with_group_draws_finds_the_rewarded_pair() -> None:
             returns.append(stats["charts/episodic_return"])
         learner.auxiliary_phase(batches)
     assert _greedy_pairs(learner, env_eval) == [best_pair(t) for t in range(T)]
-    assert np.mean(returns[-4:]) > 3.0 > 1.5 > np.mean(returns[:4])
+    assert np.mean(returns[-4:]) > 3.0 > 1.5 > returns[0]  # out of T = 5; random pairs: 5/6
 
 
 def test_kl_to_the_reference_pulls_the_policy_back_to_it() -> None:

@@ -42,13 +42,15 @@ def tiny_config(base_channels: int = 8) -> RunConfig:
 
 
 def make_run(root: Path) -> Path:
-    """A run folder as `rovr train` leaves it: config.yaml, local.safetensors, policy_imitation.safetensors."""
+    """A run folder as `rovr train` leaves it: config.yaml, local.safetensors, the imitation and PPG policies
+    (restore must pick imitation by default: on real footage it is the better one)."""
     torch.manual_seed(0)
     cfg, run = tiny_config(), RunDir(root)
     root.mkdir(parents=True)
     save_config(cfg, run.config)
     save_model(run.local, LocalNet(cfg.local, cfg.k), cfg)
     save_model(run.policy("imitation"), build_actor(cfg.policy, cfg.data.frames), cfg)
+    save_model(run.policy("rovr_flow_warm"), build_actor(cfg.policy, cfg.data.frames), cfg)
     return root
 
 

@@ -196,6 +196,12 @@ class PPGConfig:
         "each; a pair's return is its own L_P gain + w·O of the episode with that frame swapped in, and "
         "its advantage is that return minus the mean of the other K−1 (leave-one-out baseline)",
     )
+    baseline: Literal["others", "greedy"] = _f(
+        "others",
+        "with group > 1, what a draw's return is compared with: 'others' = the mean of the other K−1 "
+        "draws; 'greedy' = the return of π's own greedy pair at that state (self-critical: only draws "
+        "that beat what evaluation would pick are reinforced; one more Γ call per state)",
+    )
     flow_reward: bool = _f(True, "add the global flow-recovery reward at the end (Eq. 3)")
     flow_weight: float = _f(1.0, "w: weight of the flow-recovery reward")
     reward_scale: float = _f(10.0, "rewards are multiplied by this (the perceptual differences are small)")

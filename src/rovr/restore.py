@@ -39,8 +39,9 @@ from rovr.video.io import VideoWriter, iter_frames, iter_masks, probe
 
 log = logging.getLogger(__name__)
 
-#: Policies tried, in order, when none is named.
-PREFERRED = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
+#: Policies tried, in order, when none is named. Imitation first: on real footage it beats the PPG
+#: policies in every measurement so far (README, "What ROVR cannot do yet"; BENCHMARKS.md).
+PREFERRED = ("imitation", "rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm")
 
 
 #: Memory allowed for the full-size frames of the windows restored together (one window always runs).

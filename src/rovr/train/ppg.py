@@ -60,6 +60,7 @@ from rovr.models.policy import (
     PolicyObs,
     build_actor,
     build_critic,
+    greedy_pair,
     pair_entropy,
     pair_log_prob,
     pair_log_prob_table,
@@ -345,12 +346,15 @@ class Learner:
 
         With ``ppg.group`` = K > 1, K pairs are drawn at every state: the first is played, the others
         are scored by :meth:`RolloutEnv.try_pairs` and, at the end, by the flow recovery of the episode
-        with their frame swapped in (:func:`group_advantages`). Rewards are multiplied by
+        with their frame swapped in; a draw's advantage is its return minus the others' mean
+        (:func:`group_advantages`) or, with ``ppg.baseline=greedy``, minus the return of π's greedy
+        pair at that state (scored the same way; self-critical, Rennie et al. 2017). Rewards are multiplied by
         ``ppg.reward_scale`` for the returns; the logged return is the unscaled one of the played pairs
         (the MDP's: Σ_t L_P improvements + w · O).
         """
         cfg = self.cfg
         k = cfg.group
+        self_critical = k > 1 and cfg.baseline == "greedy"
         rec: dict[str, list[torch.Tensor]] = defaultdict(list)  # one (B, ...) entry per step
         flow_rec: torch.Tensor | None = None
         terminal_reward: torch.Tensor | None = None
@@ -371,7 +375,10 @@ class Learner:
             )
             pairs, logp = pairs.view(b, k, 2), logp.view(b, k)
             value = self.critic(obs)  # (B,)
-            tried = env.try_pairs(pairs[:, 1:]) if k > 1 else None  # (B, K−1) L_P gains
+            others = pairs[:, 1:]  # (B, K−1, 2): drawn, not played
+            if self_critical:  # the pair evaluation would pick, scored last
+                others = torch.cat([others, greedy_pair(logits, bias, self.tau)[:, None]], dim=1)
+            tried = env.try_pairs(others) if k > 1 else None  # (B, K−1 [+1]) L_P gains
             info = env.step(pairs[:, 0])
             gain = (info.loss_before - info.loss_after)[:, None]
             if tried is not None:
@@ -389,13 +396,17 @@ class Learner:
         steps = {key: torch.stack(v, dim=1) for key, v in rec.items()}  # (B, T, ...)
         rewards = steps["reward"].float()  # (B, T)
         if k > 1:
-            terminal = torch.zeros_like(steps["gain"])  # (B, T, K): w·O of each pair's video
+            terminal = torch.zeros_like(steps["gain"])  # (B, T, K [+1]): w·O of each pair's video
             if terminal_reward is not None:
                 terminal[:, :, 0] = terminal_reward.to(terminal)[:, None]
-                swapped = env.swapped_terminal_reward()  # (B, T, K−1)
+                swapped = env.swapped_terminal_reward()  # (B, T, K−1 [+1])
                 terminal[:, :, 1:] = swapped.to(terminal)
-            group_returns = ((steps["gain"] + terminal) * cfg.reward_scale).nan_to_num(0.0)
-            adv = group_advantages(group_returns)
+            all_returns = ((steps["gain"] + terminal) * cfg.reward_scale).nan_to_num(0.0)
+            group_returns = all_returns[:, :, :k]  # the K draws
+            if self_critical:
+                adv = group_returns - all_returns[:, :, k:]  # R_j − R(greedy pair)
+            else:
+                adv = group_advantages(group_returns)
             returns = group_returns.mean(dim=2, keepdim=True).expand_as(adv)  # V(s) target: E_π[R | s]
         elif cfg.credit == "causal":
             terminal_b = torch.zeros_like(rewards[:, 0])
