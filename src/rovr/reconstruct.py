@@ -105,6 +105,7 @@ class Episodes:
         self.order = list(range(self.num_frames))
         self._flow_orig: torch.Tensor | None = None
         self._flow_bar: torch.Tensor | None = None
+        self._loss_before: dict[int, torch.Tensor] = {}  # target -> L_P(x̄_t, x_t), fixed per clip
         self.reset()
 
     @property
@@ -117,6 +118,7 @@ class Episodes:
         self.hole = self.masks.clone()  # holes still open in the current video
         self.step_index = 0
         self._tried: dict[int, torch.Tensor] = {}  # target -> (B, M, 3, H, W) frames of try_pairs
+        self._flow_hat: tuple[int, torch.Tensor] | None = None  # (step_index, F(X̂)) of flow_recovery
 
     @property
     def done(self) -> bool:
@@ -200,7 +202,7 @@ class Episodes:
         x_hat = self.rebuild(pairs)
         x = self.original[:, t]
         if self.perceptual is not None:
-            before, after = self.perceptual(self.corrupted[:, t], x), self.perceptual(x_hat, x)
+            before, after = self.loss_before(t), self.perceptual(x_hat, x)
         else:  # no ground truth (repairing a user's video): nothing to score
             before = after = torch.full((self.batch_size,), float("nan"), device=self.device)
         self.video[:, t] = x_hat
@@ -233,10 +235,15 @@ class Episodes:
         self._tried[t] = x_hat.view(b, m, *x_hat.shape[1:])
         if self.perceptual is None:
             return torch.full((b, m), float("nan"), device=self.device)
-        x = self.original[:, t]
-        before = self.perceptual(self.corrupted[:, t], x)  # (B,)
-        after = self.perceptual(x_hat, x[rows]).view(b, m)
-        return before[:, None] - after
+        after = self.perceptual(x_hat, self.original[rows, t]).view(b, m)
+        return self.loss_before(t)[:, None] - after
+
+    def loss_before(self, t: int) -> torch.Tensor:
+        """L_P(x̄_t, x_t) of every episode, (B,): computed once per target (it depends on the clips only)."""
+        assert self.perceptual is not None
+        if t not in self._loss_before:
+            self._loss_before[t] = self.perceptual(self.corrupted[:, t], self.original[:, t])
+        return self._loss_before[t]
 
     def _pair_coverage(self, t: int, pairs: torch.Tensor) -> torch.Tensor:
         """Oracle coverage of the chosen frames (pairs: exact; k ≠ 2: union of the frames' views)."""
@@ -265,6 +272,7 @@ class Episodes:
         assert self.flow is not None
         f_orig, f_bar = self._reference_flows()
         f_hat = torch.stack([self.flow.flow(v) for v in self.video])
+        self._flow_hat = (self.step_index, f_hat)  # swapped_flow_recovery reuses it at the same step
         return flow_recovery_batch(f_hat, f_bar, f_orig).float()
 
     def swapped_terminal_reward(self) -> torch.Tensor:
@@ -289,7 +297,10 @@ class Episodes:
             raise RovrError("swapped_flow_recovery needs try_pairs at every step of the episode")
         f_orig, f_bar = self._reference_flows()
         ref = f_orig.double()
-        f_hat = torch.stack([self.flow.flow(v) for v in self.video]).double()
+        if self._flow_hat is not None and self._flow_hat[0] == self.step_index:
+            f_hat = self._flow_hat[1].double()  # the video has not changed since flow_recovery
+        else:
+            f_hat = torch.stack([self.flow.flow(v) for v in self.video]).double()
         sq = (f_hat - ref).flatten(2).pow(2).sum(2)  # (B, T−1): n_s
         den = (f_bar.double() - ref).flatten(1).norm(dim=1)  # (B,)
         b, m = self._tried[0].shape[:2]
