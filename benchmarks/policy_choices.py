@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rovr.conditioning import PolicyChooser, make_baseline
+from rovr.conditioning import Chooser, make_baseline
 from rovr.config import load_config
-from rovr.evaluate import _load_policies, evaluation_clips, run_policy
+from rovr.evaluate import evaluation_clips, load_policies, run_policy
 from rovr.metrics.perceptual import build_perceptual
 from rovr.models.local import LocalNet
 from rovr.train.common import load_model
@@ -38,8 +38,8 @@ def main() -> None:
     net.eval()
     perceptual = build_perceptual(cfg.metric, device)
     clips, what = evaluation_clips(cfg, args.data, args.seed, cfg.eval.max_clips)
-    actors, _ = _load_policies(cfg, run, device)
-    choosers = [PolicyChooser(a, name, tau=cfg.policy.tau) for name, a in actors.items()]
+    policies, _ = load_policies(cfg, run, device)
+    choosers: list[Chooser] = [*policies.values()]
     choosers += [make_baseline("oracle_copy"), make_baseline("sequential")]
     print(f"{what}: {len(clips)} clips, corruption seed {args.seed}, L_P = {perceptual.name}\n")
     print("| policy | nearer frame: mean abs(i − t) | farther frame | pair coverage | L_P |")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from rovr.checkpoint import load_checkpoint
+from rovr.checkpoint import load_checkpoint, save_checkpoint
+from rovr.conditioning import PolicyChooser
 from rovr.config import PPGConfig, RunConfig, load_config, save_config
 from rovr.errors import CheckpointError, ConfigError, RovrError
 from rovr.models.local import LocalNet
@@ -551,6 +552,37 @@ def test_train_policy_with_group_draws_and_reference_anchor(tmp_path: Path) -> N
     rows = [r for r in read_metric_log(run.logs) if r["stage"] == "ppg" and "charts/SPS" in r]
     assert len(rows) == 2 and all(np.isfinite(r["losses/kl_ref"]) for r in rows)
     assert run.policy("rovr_flow_warm").is_file()
+
+
+def test_ppg_temperature_drives_training_and_evaluation_plays_at_it(tmp_path: Path) -> None:
+    """ppg.tau: the Learner samples and scores at it, the checkpoint records it, and every loader of
+    the policy (evaluate, restore) rebuilds the chooser at it; imitation keeps policy.tau."""
+    from rovr.evaluate import load_policies
+    from rovr.restore import pick_chooser
+    from rovr.train.common import load_policy
+
+    cfg = tiny_config("ppg.tau=0.2", "ppg.iterations=1", "ppg.n_pi=1")
+    run = make_run(tmp_path / "run", cfg)
+    trainer = Trainer(cfg, run, progress=False)
+    assert trainer.learner.tau == 0.2 != cfg.policy.tau
+    trainer.train()
+    assert load_checkpoint(run.policy("rovr_flow_warm"))[1]["tau"] == 0.2
+    policies, unusable = load_policies(cfg, run.root, torch.device("cpu"))
+    assert not unusable and {n: p.tau for n, p in policies.items()} == {
+        "imitation": cfg.policy.tau,
+        "rovr_flow_warm": 0.2,
+    }
+    chooser = pick_chooser(cfg, run, "rovr_flow_warm")
+    assert isinstance(chooser, PolicyChooser) and chooser.tau == 0.2
+    assert Trainer(tiny_config(), make_run(tmp_path / "b", tiny_config()), progress=False).learner.tau == (
+        cfg.policy.tau
+    )  # ppg.tau = 0: the policy's own temperature
+    tensors, meta = load_checkpoint(run.policy("rovr_flow_warm"))
+    save_checkpoint(run.policy("rovr_flow_warm"), tensors, {**meta, "tau": -1.0})
+    with pytest.raises(CheckpointError, match="invalid temperature tau=-1.0"):
+        load_policy(run.policy("rovr_flow_warm"), cfg, "rovr_flow_warm", "rovr train-policy")
+    with pytest.raises(ConfigError, match="ppg.tau"):
+        tiny_config("ppg.tau=-0.5")
 
 
 def test_resume_after_an_interrupted_phase_repeats_the_uninterrupted_run(

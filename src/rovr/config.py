@@ -202,6 +202,11 @@ class PPGConfig:
         "draws; 'greedy' = the return of π's own greedy pair at that state (self-critical: only draws "
         "that beat what evaluation would pick are reinforced; one more Γ call per state)",
     )
+    tau: float = _f(
+        0.0,
+        "temperature of π's pair distribution during PPG (sampling, log-probs, entropy, KLs); 0 = "
+        "policy.tau. Lower samples closer to π's greedy pair, which evaluation plays",
+    )
     flow_reward: bool = _f(True, "add the global flow-recovery reward at the end (Eq. 3)")
     flow_weight: float = _f(1.0, "w: weight of the flow-recovery reward")
     reward_scale: float = _f(10.0, "rewards are multiplied by this (the perceptual differences are small)")
@@ -227,6 +232,7 @@ class PPGConfig:
         check(0.0 <= self.gae_lambda <= 1.0, "ppg.gae_lambda", "must be in [0, 1]")
         check(self.lr > 0, "ppg.lr", "must be > 0")
         check(self.kl_ref >= 0, "ppg.kl_ref", f"must be >= 0 (got {self.kl_ref})")
+        check(self.tau >= 0, "ppg.tau", f"must be >= 0 (0 = policy.tau; got {self.tau})")
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from rovr.checkpoint import atomic_write_json, atomic_write_text
-from rovr.conditioning import Chooser, make_baseline
+from rovr.conditioning import Chooser, PolicyChooser, make_baseline
 from rovr.data.corruption import Corrupted
 from rovr.errors import DataError, RovrError
 from rovr.metrics.image import psnr, ssim
@@ -778,30 +778,23 @@ def evaluation_clips(
     return folder_clips(cfg, Path(data).expanduser(), seed, limit), f"{data} (all videos)"
 
 
-def _load_policies(
+def load_policies(
     cfg: RunConfig, root: Path, device: torch.device
-) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
-    """Every ``policy_<name>.safetensors`` in the run: (name → actor, name → why it could not be used)."""
-    from rovr.train.common import load_model
+) -> tuple[dict[str, PolicyChooser], dict[str, str]]:
+    """Every ``policy_<name>.safetensors`` in the run as a greedy chooser at its training temperature:
+    (name → chooser, name → why it could not be used)."""
+    from rovr.train.common import load_policy
 
-    actors: dict[str, torch.nn.Module] = {}
+    choosers: dict[str, PolicyChooser] = {}
     unusable: dict[str, str] = {}
-    files = sorted(root.glob("policy_*.safetensors"))
-    if not files:
-        return actors, unusable
-    from rovr.models.policy import build_actor
-
-    for path in files:
+    for path in sorted(root.glob("policy_*.safetensors")):
         name = path.name[len("policy_") : -len(".safetensors")]
-        actor = build_actor(cfg.policy, cfg.data.frames)
         try:
-            load_model(path, actor, cfg, "rovr train")
+            choosers[name] = load_policy(path, cfg, name, "rovr train", device)
         except RovrError as e:
             log.warning("skipping policy %s: %s", name, e)
             unusable[name] = str(e)
-            continue
-        actors[name] = actor.to(device).eval()
-    return actors, unusable
+    return choosers, unusable
 
 
 def _pick_targets(num_frames: int, count: int = 5) -> list[int]:
@@ -828,7 +821,6 @@ def evaluate_run(
     its videos. ``seeds``/``max_clips``/``brute_force`` override ``cfg.eval``; ``timing`` (e.g. the
     training stages) is merged into the report's timing.
     """
-    from rovr.conditioning import PolicyChooser
     from rovr.config import config_from_dict, read_yaml, to_dict
     from rovr.metrics.flow import build_flow
     from rovr.metrics.perceptual import build_perceptual
@@ -860,8 +852,8 @@ def evaluate_run(
     net.to(device).eval()
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
-    actors, unusable = _load_policies(cfg, run.root, device)
-    missing = [n for n in LEARNED_POLICIES if n not in actors and n not in unusable]
+    policies, unusable = load_policies(cfg, run.root, device)
+    missing = [n for n in LEARNED_POLICIES if n not in policies and n not in unusable]
     if missing:
         log.info("policies not in %s: %s", run.root, ", ".join(missing))
 
@@ -875,13 +867,13 @@ def evaluate_run(
             )
     loaded = time.perf_counter()
 
-    def learned(actor: torch.nn.Module, name: str) -> Callable[[int], Chooser]:
-        return lambda seed: PolicyChooser(actor, name, tau=cfg.policy.tau, seed=seed)
+    def learned(policy: PolicyChooser) -> Callable[[int], Chooser]:
+        return lambda seed: PolicyChooser(policy.actor, policy.name, tau=policy.tau, seed=seed)
 
     def baseline(name: str) -> Callable[[int], Chooser]:
         return lambda seed: make_baseline(name, seed)
 
-    choosers: dict[str, Callable[[int], Chooser]] = {n: learned(a, n) for n, a in actors.items()}
+    choosers: dict[str, Callable[[int], Chooser]] = {n: learned(p) for n, p in policies.items()}
     choosers.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
     t2 = table2(clips_by_seed, choosers, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell)
     t2_done = time.perf_counter()

@@ -34,7 +34,7 @@ from rovr.data.corruption import Corrupted, apply_masks
 from rovr.errors import CheckpointError, DataError, RovrError
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
-from rovr.train.common import RunDir, load_model
+from rovr.train.common import RunDir, load_model, load_policy
 from rovr.video.io import VideoWriter, iter_frames, iter_masks, probe
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,6 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
     With no trained policy in the run, the coverage oracle of the user's masks picks the frames
     (``oracle_best``; it needs only the masks, no ground truth).
     """
-    from rovr.models.policy import build_actor
 
     if policy and not run.policy(policy).is_file():
         try:
@@ -147,9 +146,7 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
             "run '%s' has no trained policy; conditioning on the oracle's best pairs from the masks", run.root
         )
         return make_baseline("oracle_best")
-    actor = build_actor(cfg.policy, cfg.data.frames)
-    load_model(run.policy(names[0]), actor, cfg, "rovr train-policy")
-    return PolicyChooser(actor, names[0], tau=cfg.policy.tau)
+    return load_policy(run.policy(names[0]), cfg, names[0], "rovr train-policy")
 
 
 # ----------------------------------------------------------------------------- checking paths

@@ -8,7 +8,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,9 @@ from rovr.config import RunConfig, config_from_dict, save_config, to_dict
 from rovr.data.clips import ClipSet, spread
 from rovr.data.corruption import Corrupted, corrupt
 from rovr.errors import CheckpointError, ConfigError, RovrError
+
+if TYPE_CHECKING:
+    from rovr.conditioning import PolicyChooser
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +176,23 @@ def load_model(path: Path, model: torch.nn.Module, cfg: RunConfig, hint: str) ->
     check_same_architecture(cfg, meta, path)
     load_state(model, tensors, "", path)
     return meta
+
+
+def load_policy(
+    path: Path, cfg: RunConfig, name: str, hint: str, device: torch.device | None = None
+) -> PolicyChooser:
+    """A trained actor of a run as a greedy :class:`~rovr.conditioning.PolicyChooser`.
+
+    The chooser uses the temperature the policy was trained at: ``tau`` in the checkpoint's metadata
+    (PPG saves it; ``ppg.tau`` may differ from ``policy.tau``), else ``cfg.policy.tau``. With a pair
+    bias the greedy pair is the mode of the pair distribution, which depends on τ.
+    """
+    from rovr.conditioning import PolicyChooser
+    from rovr.models.policy import build_actor
+
+    actor = build_actor(cfg.policy, cfg.data.frames)
+    meta = load_model(path, actor, cfg, hint)
+    tau = meta.get("tau", cfg.policy.tau)
+    if not isinstance(tau, (int, float)) or not tau > 0:
+        raise CheckpointError(f"checkpoint '{path}' has an invalid temperature tau={tau!r}; retrain it")
+    return PolicyChooser(actor.to(device or torch.device("cpu")).eval(), name, tau=float(tau))

@@ -588,7 +588,7 @@ class Trainer:
             load_model(run.policy("imitation"), actor, cfg, "rovr imitate")
         for module in (actor, critic):
             dist.broadcast_module(module)
-        self.learner = Learner(actor, critic, cfg.ppg, cfg.policy.tau, self.device)
+        self.learner = Learner(actor, critic, cfg.ppg, cfg.ppg.tau or cfg.policy.tau, self.device)
         self.local_lr = cfg.pretrain.lr * LOCAL_LR_FACTOR
         self.opt_local = (
             torch.optim.Adam(self.net.parameters(), lr=self.local_lr) if cfg.ppg.train_local else None
@@ -745,6 +745,7 @@ class Trainer:
                 stage="ppg",
                 policy=self.name,
                 iterations=self.iteration,
+                tau=self.learner.tau,  # evaluation's greedy pair is the mode at the τ PPG trained
             )
             if self.opt_local is not None:
                 save_model(self.run.root / f"local_{self.name}.safetensors", self.net, self.cfg, stage="ppg")
