@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -435,6 +436,33 @@ def test_evaluate_run_with_a_learned_policy(tmp_path: Path) -> None:
     assert [r["policy"] for r in ev.report["table2"]][0] == "imitation"
     assert "imitation" not in ev.report["policies"]["missing"]
     assert (tmp_path / "eval" / "fig6_imitation.png").is_file()
+
+
+def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(tmp_path: Path) -> None:
+    """With local_<policy>.safetensors (PPG with ppg.train_local) that policy's rows use it, the others
+    and Table 1 stage 1's Γ; the report says so."""
+    from rovr.models.policy import build_actor
+    from rovr.train.common import RunDir, save_model
+
+    cfg = _tiny_run(tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    torch.manual_seed(0)
+    actor = build_actor(cfg.policy, cfg.data.frames)
+    for name in ("imitation", "rovr_flow_warm"):  # the same weights: only Γ can tell the rows apart
+        save_model(run.policy(name), actor, cfg)
+
+    def losses(out: str) -> tuple[dict[str, float], dict[str, Any]]:
+        report = evaluate_run(run.root, tmp_path / out, brute_force=False).report
+        return {r["policy"]: r["perceptual_loss"] for r in report["table2"]}, report
+
+    plain, report = losses("plain")
+    assert plain["rovr_flow_warm"] == plain["imitation"] and report["policies"]["local"] == {}
+    torch.manual_seed(1)
+    save_model(run.tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
+    tuned, report = losses("tuned")
+    assert tuned["imitation"] == plain["imitation"] and tuned["rovr_flow_warm"] != plain["rovr_flow_warm"]
+    assert report["policies"]["local"] == {"rovr_flow_warm": "local_rovr_flow_warm.safetensors"}
+    assert "local_rovr_flow_warm.safetensors" in (tmp_path / "tuned" / "report.md").read_text()
 
 
 def test_evaluate_run_skips_an_unreadable_policy(tmp_path: Path) -> None:

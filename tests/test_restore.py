@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -252,6 +253,32 @@ def test_batching_windows_changes_nothing(
     assert outs[0][1] == outs[1][1]
     assert outs[0][0].shape == (n, h, w, 3)
     assert np.abs(outs[0][0] - outs[1][0]).max() <= 2  # float rounding of batched convolutions at most
+
+
+def test_a_policy_restores_with_the_gamma_trained_alongside_it(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PPG run with ppg.train_local leaves local_<policy>.safetensors: restoring with that policy
+    uses it; another policy of the run keeps stage 1's Γ."""
+    n, h, w = 12, 32, 48
+    rng = np.random.default_rng(2)
+    video = tmp_path / "in.mp4"
+    io.write_video(video, rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8), fps=24)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+
+    def restored(policy: str) -> np.ndarray:
+        restore_video(video, masks, tmp_path / "out.mp4", run, policy=policy)
+        return np.stack(CapturingWriter.frames)
+
+    before = {p: restored(p) for p in ("imitation", "rovr_flow_warm")}
+    torch.manual_seed(1)
+    cfg = tiny_config()
+    save_model(RunDir(run).tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
+    assert np.array_equal(restored("imitation"), before["imitation"])
+    assert not np.array_equal(restored("rovr_flow_warm"), before["rovr_flow_warm"])
 
 
 class CapturingWriter:

@@ -356,8 +356,11 @@ def table2(
     *,
     cell: int = 32,
     batch_size: int = 8,
+    nets: Mapping[str, LocalNet] | None = None,
 ) -> Table2Result:
     """Table 2 (§7.3): every policy on the clips of every corruption seed.
+
+    Γ is ``net``, or ``nets[name]`` for a policy that has its own (the Γ trained alongside it).
 
     ``choosers`` maps a Table 2 name to a factory taking the seed. Per seed, a policy gets: mean
     per-frame L_P (``perceptual_loss``), mean flow recovery O (Eq. 3) of the clips, ``psnr`` and
@@ -381,7 +384,7 @@ def table2(
             run = run_policy(
                 clips,
                 choosers[name](seed),
-                net,
+                (nets or {}).get(name, net),
                 perceptual,
                 k=k,
                 cell=cell,
@@ -634,6 +637,11 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         parts.append(f"\nNot in this run (not evaluated): {', '.join(policies['missing'])}.\n")
     for name, why in (policies.get("unusable") or {}).items():
         parts.append(f"\nSkipped `{name}`: {why}\n")
+    for name, path in (policies.get("local") or {}).items():
+        parts.append(
+            f"\n`{name}` runs with the Γ trained alongside it during PPG (`{path}`); the other rows "
+            "and Table 1 use stage 1's Γ (`local.safetensors`).\n"
+        )
     timing = report.get("timing") or {}
     if timing:
         parts.append("\n## Timing (s)\n\n" + "\n".join(f"- {k}: {v:.1f}" for k, v in timing.items()) + "\n")
@@ -853,6 +861,12 @@ def evaluate_run(
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
     policies, unusable = load_policies(cfg, run.root, device)
+    nets: dict[str, LocalNet] = {}  # a policy whose PPG run also trained Γ is evaluated with that Γ
+    for name in policies:
+        if (path := run.local_for(name)) != run.local:
+            nets[name] = LocalNet(cfg.local, cfg.k)
+            load_model(path, nets[name], cfg, "rovr train-policy")
+            nets[name].to(device).eval()
     missing = [n for n in LEARNED_POLICIES if n not in policies and n not in unusable]
     if missing:
         log.info("policies not in %s: %s", run.root, ", ".join(missing))
@@ -875,7 +889,9 @@ def evaluate_run(
 
     choosers: dict[str, Callable[[int], Chooser]] = {n: learned(p) for n, p in policies.items()}
     choosers.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
-    t2 = table2(clips_by_seed, choosers, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell)
+    t2 = table2(
+        clips_by_seed, choosers, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell, nets=nets
+    )
     t2_done = time.perf_counter()
     first = clips_by_seed[min(clips_by_seed)]
     t1 = table1(
@@ -921,7 +937,12 @@ def evaluate_run(
     extra = {
         "table1_peers": peers,
         "table2_per_seed": t2.per_seed,
-        "policies": {"evaluated": [r["policy"] for r in t2.rows], "missing": missing, "unusable": unusable},
+        "policies": {
+            "evaluated": [r["policy"] for r in t2.rows],
+            "missing": missing,
+            "unusable": unusable,
+            "local": {n: run.local_for(n).name for n in nets},
+        },
         "datasets": {
             "source": source,
             "clips": len(first),

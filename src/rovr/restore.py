@@ -224,9 +224,11 @@ def restore_video(
     mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
     cfg, run = load_run(checkpoint)
     device = torch.device(cfg.device)
-    net = LocalNet(cfg.local, cfg.k).to(device).eval()
-    load_model(run.local, net, cfg, "rovr pretrain-local")
     chooser = pick_chooser(cfg, run, policy)
+    net = LocalNet(cfg.local, cfg.k).to(device).eval()
+    # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
+    gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
+    load_model(gamma, net, cfg, "rovr pretrain-local")
     length = min(cfg.data.frames, info.frames)
     if length < cfg.data.frames and isinstance(chooser, PolicyChooser):
         log.warning(
@@ -241,13 +243,14 @@ def restore_video(
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
     batch = batch or windows_per_batch(info.height, info.width, length)
     log.info(
-        "restoring %d frames of %dx%d in %d windows of %d frames (%d at a time); Γ runs at %dx%d; policy %s",
+        "restoring %d frames of %dx%d in %d windows of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
         info.frames,
         info.width,
         info.height,
         len(plan),
         length,
         min(batch, len(plan)),
+        gamma.name,
         work[1],
         work[0],
         chooser.name,

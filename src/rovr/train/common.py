@@ -46,6 +46,15 @@ class RunDir:
         """A trained policy: ``imitation`` (stage 2) or ``rovr_*`` (stage 3)."""
         return self.root / f"policy_{name}.safetensors"
 
+    def tuned_local(self, policy: str) -> Path:
+        """Γ as a PPG run with ``ppg.train_local`` left it, trained alongside ``policy`` (§6.3)."""
+        return self.root / f"local_{policy}.safetensors"
+
+    def local_for(self, policy: str | None) -> Path:
+        """The Γ that goes with ``policy``: its tuned copy if PPG trained one, else stage 1's."""
+        tuned = self.tuned_local(policy) if policy else None
+        return tuned if tuned is not None and tuned.is_file() else self.local
+
     def resume(self, stage: str) -> Path:
         """Last in-progress checkpoint of a stage (deleted when the stage completes)."""
         return self.root / f"resume_{stage}.safetensors"

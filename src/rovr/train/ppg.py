@@ -748,7 +748,7 @@ class Trainer:
                 tau=self.learner.tau,  # evaluation's greedy pair is the mode at the τ PPG trained
             )
             if self.opt_local is not None:
-                save_model(self.run.root / f"local_{self.name}.safetensors", self.net, self.cfg, stage="ppg")
+                save_model(self.run.tuned_local(self.name), self.net, self.cfg, stage="ppg")
             self.run.resume(self.name).unlink(missing_ok=True)
             self.run.resume(self.name).with_suffix(".json").unlink(missing_ok=True)
         dist.barrier()  # the policy file exists on every rank's return
