@@ -131,7 +131,6 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
     With no trained policy in the run, the coverage oracle of the user's masks picks the frames
     (``oracle_best``; it needs only the masks, no ground truth).
     """
-
     if policy and not run.policy(policy).is_file():
         try:
             return make_baseline(policy)
