@@ -463,6 +463,19 @@ def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(tmp_path: Path) 
     assert tuned["imitation"] == plain["imitation"] and tuned["rovr_flow_warm"] != plain["rovr_flow_warm"]
     assert report["policies"]["local"] == {"rovr_flow_warm": "local_rovr_flow_warm.safetensors"}
     assert "local_rovr_flow_warm.safetensors" in (tmp_path / "tuned" / "report.md").read_text()
+    # --local: one Γ under every row (the same-Γ control); both rows are the tuned-Γ one again
+    control = evaluate_run(
+        run.root, tmp_path / "control", brute_force=False, local="local_rovr_flow_warm.safetensors"
+    ).report
+    rows = {r["policy"]: r["perceptual_loss"] for r in control["table2"]}
+    assert rows["imitation"] == rows["rovr_flow_warm"] == tuned["rovr_flow_warm"]
+    assert control["policies"]["local"] == {} and control["local"].endswith(
+        "local_rovr_flow_warm.safetensors"
+    )
+    assert "(`--local`)" in (tmp_path / "control" / "report.md").read_text()
+    with pytest.raises(RovrError, match="--local 'nope.safetensors' is neither") as err:
+        evaluate_run(run.root, tmp_path / "bad", local="nope.safetensors")
+    assert "\n" not in str(err.value)
 
 
 def test_evaluate_run_skips_an_unreadable_policy(tmp_path: Path) -> None:

@@ -174,6 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         max_clips=args.max_clips,
         brute_force=False if args.no_brute_force else None,
+        local=args.local,
     )
     print(markdown_table1(ev.report["table1"]))
     print()
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="corruption seeds (default: the run's eval.seeds)")
     p.add_argument("--max-clips", type=int, help="evaluate at most this many clips per seed")
     p.add_argument("--no-brute-force", action="store_true", help="skip the (slow) brute-force row")
+    p.add_argument(
+        "--local",
+        metavar="FILE",
+        help="one Γ checkpoint for every row (e.g. local_rovr_flow_warm.safetensors of the run: the "
+        "same-Γ control); default: local.safetensors, and a policy's own Γ where PPG trained one",
+    )
 
     p = add("restore", "in-paint the masked regions of your own video with a trained run", cmd_restore)
     p.add_argument("video", help="input video file or folder of frames")

@@ -637,6 +637,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         parts.append(f"\nNot in this run (not evaluated): {', '.join(policies['missing'])}.\n")
     for name, why in (policies.get("unusable") or {}).items():
         parts.append(f"\nSkipped `{name}`: {why}\n")
+    if report.get("local") and Path(str(report["local"])).name != "local.safetensors":
+        parts.append(f"\nEvery row and Table 1 use the Γ of `{report['local']}` (`--local`).\n")
     for name, path in (policies.get("local") or {}).items():
         parts.append(
             f"\n`{name}` runs with the Γ trained alongside it during PPG (`{path}`); the other rows "
@@ -820,6 +822,7 @@ def evaluate_run(
     brute_force: bool | None = None,
     timing: Mapping[str, float] | None = None,
     video_fps: float = 4.0,
+    local: str | Path | None = None,
 ) -> EvaluationResult:
     """``rovr evaluate``: Table 1 and Table 2 of a trained run → report.json, report.md, figures, report.html.
 
@@ -827,7 +830,9 @@ def evaluate_run(
     that are absent are listed in the report, not fatal. ``cfg`` defaults to the run's config.yaml;
     ``data`` None (or the training source) means the run's test split, another folder means all of
     its videos. ``seeds``/``max_clips``/``brute_force`` override ``cfg.eval``; ``timing`` (e.g. the
-    training stages) is merged into the report's timing.
+    training stages) is merged into the report's timing. A policy with its own Γ (trained alongside it,
+    ``local_<policy>.safetensors``) runs with it; ``local`` (a Γ file, relative to the run folder or
+    not) puts one Γ under every row and Table 1 instead — the same-Γ control for such a comparison.
     """
     from rovr.config import config_from_dict, read_yaml, to_dict
     from rovr.metrics.flow import build_flow
@@ -855,14 +860,22 @@ def evaluate_run(
     out = Path(out_dir)
     device = setup_torch(cfg)
 
+    gamma = run.local
+    if local is not None:
+        gamma = Path(local) if Path(local).is_file() else run.root / local
+        if not gamma.is_file():
+            raise RovrError(
+                f"--local '{local}' is neither a file nor a file of run folder '{run.root}'; "
+                "pass a Γ checkpoint such as local_rovr_flow_warm.safetensors"
+            )
     net = LocalNet(cfg.local, cfg.k)
-    load_model(run.local, net, cfg, "rovr pretrain-local")
+    load_model(gamma, net, cfg, "rovr pretrain-local")
     net.to(device).eval()
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
     policies, unusable = load_policies(cfg, run.root, device)
     nets: dict[str, LocalNet] = {}  # a policy whose PPG run also trained Γ is evaluated with that Γ
-    for name in policies:
+    for name in policies if local is None else ():
         if (path := run.local_for(name)) != run.local:
             nets[name] = LocalNet(cfg.local, cfg.k)
             load_model(path, nets[name], cfg, "rovr train-policy")
@@ -943,6 +956,7 @@ def evaluate_run(
             "unusable": unusable,
             "local": {n: run.local_for(n).name for n in nets},
         },
+        "local": str(gamma if local is not None else run.local),
         "datasets": {
             "source": source,
             "clips": len(first),
