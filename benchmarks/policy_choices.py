@@ -1,10 +1,10 @@
 """Which frames each policy of a run conditions on: distance from the target, coverage and L_P.
 
-Usage: .venv/bin/python benchmarks/policy_choices.py --run runs/demo [--data ../shared/data/real] [--seed 0]
+Usage: .venv/bin/python benchmarks/policy_choices.py --run runs/demo [--data ../shared/data/real] [--seed 0] [--brute-force]
 
 For the run's test split (or every clip of ``--data``, up to the run's ``eval.max_clips``, spread over
 the videos) with one corruption seed: for each learned policy of the run and for ``oracle_copy`` and
-``sequential``, the mean distance |i − t| of the nearer and of the farther chosen frame, the oracle
+``sequential`` (and ``brute_force`` with ``--brute-force``: where the best pair lies), the mean distance |i − t| of the nearer and of the farther chosen frame, the oracle
 coverage of the pair, and L_P. Explains *what* a policy learned where Table 2 says only how well it did.
 """
 
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="run folder (rovr demo / rovr train)")
     parser.add_argument("--data", help="folder of videos (default: the run's test split)")
     parser.add_argument("--seed", type=int, default=0, help="corruption seed")
+    parser.add_argument("--brute-force", action="store_true", help="add the brute-force row (slow)")
     args = parser.parse_args()
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
@@ -40,7 +41,8 @@ def main() -> None:
     clips, what = evaluation_clips(cfg, args.data, args.seed, cfg.eval.max_clips)
     policies, _ = load_policies(cfg, run, device)
     choosers: list[Chooser] = [*policies.values()]
-    choosers += [make_baseline("oracle_copy"), make_baseline("sequential")]
+    extra = ["oracle_copy", "sequential"] + (["brute_force"] if args.brute_force else [])
+    choosers += [make_baseline(name) for name in extra]
     print(f"{what}: {len(clips)} clips, corruption seed {args.seed}, L_P = {perceptual.name}\n")
     print("| policy | nearer frame: mean abs(i − t) | farther frame | pair coverage | L_P |")
     print("| --- | --- | --- | --- | --- |")

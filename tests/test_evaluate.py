@@ -457,6 +457,7 @@ def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(tmp_path: Path) 
 
     plain, report = losses("plain")
     assert plain["rovr_flow_warm"] == plain["imitation"] and report["policies"]["local"] == {}
+    assert "local" not in report  # no --local
     torch.manual_seed(1)
     save_model(run.tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
     tuned, report = losses("tuned")

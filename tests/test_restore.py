@@ -97,6 +97,13 @@ def write_masks(folder: Path, masks: np.ndarray) -> Path:
     return folder
 
 
+def noise_video_with_box_masks(folder: Path, n: int, h: int, w: int, seed: int) -> tuple[Path, Path]:
+    """A random-noise mp4 of n frames (24 fps) and a folder of moving-box masks: (video, masks)."""
+    video = folder / "in.mp4"
+    io.write_video(video, np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8), fps=24)
+    return video, write_masks(folder / "masks", moving_box_masks(n, h, w))
+
+
 #: The CLI in a child process with one torch thread, as every test here runs (see conftest.py).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -238,10 +245,7 @@ def test_batching_windows_changes_nothing(
     """The frames restore hands to the encoder (not the decoded H.264, whose encoder can turn a
     one-level input difference into a larger one) agree up to float rounding of batched convolutions."""
     n, h, w = 30, 32, 48
-    rng = np.random.default_rng(1)
-    video = tmp_path / "in.mp4"
-    io.write_video(video, rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8), fps=24)
-    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    video, masks = noise_video_with_box_masks(tmp_path, n, h, w, seed=1)
     monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
     outs = []
     for batch in (1, 4):
@@ -260,11 +264,7 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
 ) -> None:
     """A PPG run with ppg.train_local leaves local_<policy>.safetensors: restoring with that policy
     uses it; another policy of the run keeps stage 1's Γ."""
-    n, h, w = 12, 32, 48
-    rng = np.random.default_rng(2)
-    video = tmp_path / "in.mp4"
-    io.write_video(video, rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8), fps=24)
-    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    video, masks = noise_video_with_box_masks(tmp_path, 12, 32, 48, seed=2)
     monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

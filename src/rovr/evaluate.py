@@ -637,7 +637,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         parts.append(f"\nNot in this run (not evaluated): {', '.join(policies['missing'])}.\n")
     for name, why in (policies.get("unusable") or {}).items():
         parts.append(f"\nSkipped `{name}`: {why}\n")
-    if report.get("local") and Path(str(report["local"])).name != "local.safetensors":
+    if report.get("local"):
         parts.append(f"\nEvery row and Table 1 use the Γ of `{report['local']}` (`--local`).\n")
     for name, path in (policies.get("local") or {}).items():
         parts.append(
@@ -956,7 +956,7 @@ def evaluate_run(
             "unusable": unusable,
             "local": {n: run.local_for(n).name for n in nets},
         },
-        "local": str(gamma if local is not None else run.local),
+        **({"local": str(gamma)} if local is not None else {}),  # --local: one Γ under every row
         "datasets": {
             "source": source,
             "clips": len(first),

@@ -224,10 +224,6 @@ def restore_video(
     cfg, run = load_run(checkpoint)
     device = torch.device(cfg.device)
     chooser = pick_chooser(cfg, run, policy)
-    net = LocalNet(cfg.local, cfg.k).to(device).eval()
-    # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
-    gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
-    load_model(gamma, net, cfg, "rovr pretrain-local")
     length = min(cfg.data.frames, info.frames)
     if length < cfg.data.frames and isinstance(chooser, PolicyChooser):
         log.warning(
@@ -237,6 +233,10 @@ def restore_video(
             cfg.data.frames,
         )
         chooser = make_baseline("oracle_best")
+    net = LocalNet(cfg.local, cfg.k).to(device).eval()
+    # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
+    gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
+    load_model(gamma, net, cfg, "rovr pretrain-local")
     plan = plan_windows(info.frames, length)
     work = working_size(info.height, info.width, cfg.data.size)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
