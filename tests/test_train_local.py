@@ -321,6 +321,23 @@ def test_final_checkpoint_into_another_architecture_is_refused(tmp_path: Path) -
     assert "depth" in one_line(err)
 
 
+def test_final_checkpoint_serves_another_policy_config(tmp_path: Path) -> None:
+    """Γ's check covers only what shapes Γ (k, local): a new policy architecture reuses stage 1's Γ."""
+    cfg = tiny(steps=2)
+    run = prepare_run(cfg, tmp_path / "run")
+    pretrain_local(cfg, run, progress=False)
+    other = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, hidden=cfg.policy.hidden + 8))
+    net = LocalNet(other.local, other.k)
+    load_model(run.local, net, other, "rovr pretrain-local")
+    tensors, _ = load_checkpoint(run.local)
+    assert all(torch.equal(p.detach(), tensors[n]) for n, p in net.named_parameters())
+    with pytest.raises(CheckpointError) as err:  # k shapes Γ's input: still refused
+        load_model(
+            run.local, LocalNet(other.local, 3), dataclasses.replace(other, k=3), "rovr pretrain-local"
+        )
+    assert "another config" in one_line(err) and "k:" in one_line(err)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "json", "stage"])
 def test_damaged_resume_checkpoint_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str

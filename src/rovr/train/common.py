@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Config sections that must match between the stages of one run (the models' shapes).
 ARCH_KEYS = ("k", "local", "policy", "data.frames")
+#: The sections that shape Γ alone: a Γ checkpoint serves any policy config (a new policy
+#: architecture trained on an existing Γ needs no new stage 1).
+LOCAL_ARCH_KEYS = ("k", "local")
 
 
 @dataclass
@@ -64,9 +67,9 @@ class RunDir:
         return self.root / "logs"
 
 
-def _arch(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def _arch(cfg_dict: dict[str, Any], keys: tuple[str, ...] = ARCH_KEYS) -> dict[str, Any]:
     out = {}
-    for key in ARCH_KEYS:
+    for key in keys:
         node: Any = cfg_dict
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -74,13 +77,15 @@ def _arch(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_same_architecture(cfg: RunConfig, meta: dict[str, Any], source: Path) -> None:
-    """Refuse a checkpoint whose model-shaping config differs from ``cfg`` (one line, names the keys)."""
+def check_same_architecture(
+    cfg: RunConfig, meta: dict[str, Any], source: Path, keys: tuple[str, ...] = ARCH_KEYS
+) -> None:
+    """Refuse a checkpoint whose model-shaping config (``keys``) differs from ``cfg`` (one line, names them)."""
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"checkpoint '{source}' has no config metadata; it was not written by rovr")
-    mine, theirs = _arch(to_dict(cfg)), _arch(saved)
-    diff = [k for k in ARCH_KEYS if mine[k] != theirs[k]]
+    mine, theirs = _arch(to_dict(cfg), keys), _arch(saved, keys)
+    diff = [k for k in keys if mine[k] != theirs[k]]
     if diff:
         d = "; ".join(f"{k}: checkpoint {theirs[k]} vs config {mine[k]}" for k in diff)
         raise CheckpointError(
@@ -178,11 +183,17 @@ def save_model(path: Path, model: torch.nn.Module, cfg: RunConfig, **meta: Any) 
 
 
 def load_model(path: Path, model: torch.nn.Module, cfg: RunConfig, hint: str) -> dict[str, Any]:
-    """Load weights into ``model``; a missing file says which command makes it (``hint``)."""
+    """Load weights into ``model``; a missing file says which command makes it (``hint``).
+
+    Γ (a :class:`~rovr.models.local.LocalNet`) is checked against :data:`LOCAL_ARCH_KEYS` only, so a
+    pretrained Γ can be reused under another policy config; every other model against :data:`ARCH_KEYS`.
+    """
+    from rovr.models.local import LocalNet
+
     if not path.is_file():
         raise CheckpointError(f"'{path}' does not exist; run `{hint}` first")
     tensors, meta = load_checkpoint(path)
-    check_same_architecture(cfg, meta, path)
+    check_same_architecture(cfg, meta, path, LOCAL_ARCH_KEYS if isinstance(model, LocalNet) else ARCH_KEYS)
     load_state(model, tensors, "", path)
     return meta
 

@@ -41,6 +41,7 @@ from rovr.errors import CheckpointError, RovrError
 from rovr.metrics.perceptual import PerceptualMetric, build_perceptual, lambda_schedule, reconstruction_loss
 from rovr.models.local import LocalNet
 from rovr.train.common import (
+    LOCAL_ARCH_KEYS,
     MetricLog,
     RunDir,
     check_same_architecture,
@@ -185,7 +186,7 @@ def _load_resume(
         raise CheckpointError(
             f"'{path}' is not a {STAGE} resume checkpoint (stage {meta.get('stage')!r}); delete it to start over"
         )
-    check_same_architecture(cfg, meta, path)
+    check_same_architecture(cfg, meta, path, LOCAL_ARCH_KEYS)
     load_state(net, tensors, "net.", path)
     try:
         load_optimizer(opt, tensors, meta["opt"])
