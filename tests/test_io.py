@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from media import sound_of, write_video_with_sound
 from rovr.errors import DataError
 from rovr.video import io
 
@@ -115,6 +117,83 @@ def test_gif_is_read_with_its_frame_rate(tmp_path: Path) -> None:
     assert (info.frames, info.width, info.height, info.fps) == (4, 30, 20, 25.0)
     np.testing.assert_array_equal(io.read_video(tmp_path / "a.gif"), frames)
     np.testing.assert_array_equal(io.read_video(tmp_path / "a.gif", 2), frames[2:])
+
+
+def _dominant_hz(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * rate / len(x))
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "rate", "how"),
+    [
+        ("aac", "mp4", 44100, "aac copied"),
+        ("libopus", "matroska", 48000, "opus copied"),
+        ("pcm_s16le", "mov", 22050, "pcm_s16le re-encoded as AAC"),  # PCM plays badly from mp4
+    ],
+)
+def test_writer_carries_the_sound_of_a_video(
+    tmp_path: Path, codec: str, fmt: str, rate: int, how: str
+) -> None:
+    """Copied or re-encoded, the tone keeps its pitch, loudness, length and start (0.5 s in)."""
+    frames = smooth_frames(20, 32, 48)
+    src = tmp_path / f"in.{fmt}"
+    wave = write_video_with_sound(src, frames, fps=10, audio_codec=codec, fmt=fmt, rate=rate, offset=0.5)
+    out = tmp_path / "out.mp4"
+    with io.VideoWriter(out, 10, 48, 32, audio_from=src) as w:
+        for f in frames:
+            w.write(f)
+    assert w.audio == how
+    assert io.read_video(out).shape == frames.shape
+    name, start, sound = sound_of(out)
+    assert name == ("opus" if codec == "libopus" else "aac")
+    assert start == pytest.approx(0.5, abs=0.05)
+    assert abs(len(sound) - len(wave)) <= 2048  # the encoder's frame of padding at most
+    assert np.sqrt(np.mean(sound**2)) == pytest.approx(np.sqrt(np.mean(wave**2)), rel=0.05)
+    assert _dominant_hz(sound, rate) == pytest.approx(440, abs=5)
+    assert leftovers(tmp_path) == []
+
+
+def test_no_sound_to_carry(tmp_path: Path) -> None:
+    """A silent video or a frame folder: no audio stream, nothing said."""
+    frames = smooth_frames(5, 32, 48)
+    silent, folder = tmp_path / "silent.mp4", tmp_path / "frames"
+    io.write_video(silent, frames, fps=10)
+    io.write_frames(folder, frames)
+    for src in (silent, folder):
+        out = tmp_path / "out.mp4"
+        with io.VideoWriter(out, 10, 48, 32, audio_from=src) as w:
+            for f in frames:
+                w.write(f)
+        assert w.audio is None
+        with av.open(str(out)) as c:
+            assert not c.streams.audio
+
+
+def test_sound_that_cannot_be_carried_keeps_the_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If muxing fails both ways, the repaired video is still saved, without sound, with one warning."""
+    frames = smooth_frames(10, 32, 48)
+    src = tmp_path / "in.mp4"
+    write_video_with_sound(src, frames, fps=10)
+
+    def broken(*args: object) -> str:
+        raise av.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(io, "_remux_audio", broken)
+    out = tmp_path / "out.mp4"
+    with (
+        caplog.at_level(logging.WARNING, logger="rovr.video.io"),
+        io.VideoWriter(out, 10, 48, 32, audio_from=src) as w,
+    ):
+        for f in frames:
+            w.write(f)
+    assert w.audio is None
+    assert io.read_video(out).shape == frames.shape
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "in.mp4" in warnings[0] and "no sound" in warnings[0]
+    assert "\n" not in warnings[0] and leftovers(tmp_path) == []
 
 
 def test_png_folder_round_trip_is_lossless_and_naturally_sorted(tmp_path: Path) -> None:

@@ -17,11 +17,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from media import sound_of, write_video_with_sound
 from rovr import restore as restore_module
 from rovr.cli import main
 from rovr.config import DataConfig, RunConfig, save_config
@@ -239,6 +241,29 @@ def test_every_frame_written_once_in_order(
     assert res.policy == ("imitation" if n >= T else "oracle_best")
 
 
+def test_the_sound_goes_along(run_dir: Path, tmp_path: Path) -> None:
+    """The input's audio track is in the output (AAC copied); --no-audio leaves it out."""
+    n, h, w = 24, 32, 48
+    video = tmp_path / "in.mp4"
+    wave = write_video_with_sound(video, indexed_video(n, h, w), fps=12)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    res = restore_video(video, masks, out, run_dir, report=report)
+    assert res.audio == "aac copied" and json.loads(report.read_text())["audio"] == "aac copied"
+    codec, _, sound = sound_of(out)
+    assert codec == "aac" and abs(len(sound) - len(wave)) <= 2048
+    assert io.probe(out).frames == n
+
+    r = rovr(
+        "restore", video, "--masks", masks, "-o", tmp_path / "mute.mp4", "--checkpoint", run_dir,
+        "--no-audio", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "audio" not in r.stdout
+    with av.open(str(tmp_path / "mute.mp4")) as c:
+        assert not c.streams.audio and len(c.streams.video) == 1
+
+
 def test_batching_windows_changes_nothing(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -286,7 +311,11 @@ class CapturingWriter:
 
     frames: list[np.ndarray] = []
 
-    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+    audio = None
+
+    def __init__(
+        self, path: Path, fps: float, width: int, height: int, audio_from: Path | None = None
+    ) -> None:
         self.shape = (height, width, 3)
         CapturingWriter.frames = []
 

@@ -201,10 +201,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
             report=Path(args.report) if args.report else None,
             dilate=args.dilate,
             on_frames=bar.update,
+            audio=not args.no_audio,
         )
+    sound = f"; audio {res.audio}" if res.audio else ""
     print(
         f"restored {res.frames} frames in {res.seconds:.1f} s ({res.frames / max(res.seconds, 1e-9):.1f} frames/s) "
-        f"with policy {res.policy}: {out}"
+        f"with policy {res.policy}{sound}: {out}"
     )
     return 0
 
@@ -334,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write which frames conditioned each frame to this JSON file")
     p.add_argument(
         "--dilate", type=int, default=0, help="grow the masks by this many pixels first (default 0)"
+    )
+    p.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="leave the sound out (default: the input's audio is copied, or re-encoded as AAC)",
     )
 
     p = add(

@@ -61,6 +61,7 @@ class RestoreResult:
     batch: int  # windows run together
     work_size: tuple[int, int]  # (height, width) Γ ran at
     choices: list[list[int]] | None = None  # frame t -> its conditioning frames ([] if t has no hole)
+    audio: str | None = None  # how the input's sound was carried (None: it has none, or audio=False)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def restore_video(
     dilate: int = 0,
     on_frames: Callable[[int], None] | None = None,
     batch: int | None = None,
+    audio: bool = True,
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -209,7 +211,8 @@ def restore_video(
     hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
     conditioning frames of every frame. ``on_frames(n)`` is called after every n frames written.
     ``batch`` windows run together as one batch of episodes (default: as many as fit
-    :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`).
+    :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
+    sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`).
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -260,7 +263,7 @@ def restore_video(
     full: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # read, not yet written: (frame, mask) full size
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) at the working size
     read = 0
-    with VideoWriter(out, info.fps, info.width, info.height) as writer:
+    with VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None) as writer:
         for g in range(0, len(plan), batch):
             group = plan[g : g + batch]
             while read < group[-1].stop:
@@ -309,6 +312,7 @@ def restore_video(
             assert len(small) <= length and len(full) <= length  # only the next window's overlap is kept
     assert result.frames == info.frames and not full
     result.seconds = time.perf_counter() - started
+    result.audio = writer.audio
     if report is not None:
         atomic_write_json(
             report,
@@ -324,6 +328,7 @@ def restore_video(
                 "work_size": [work[1], work[0]],
                 "windows": [[w.start, w.stop] for w in plan],
                 "seconds": round(result.seconds, 3),
+                "audio": result.audio,
                 "conditioning": result.choices,
             },
         )

@@ -18,6 +18,7 @@ what to do; FFmpeg errors never escape as tracebacks.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import re
@@ -457,7 +458,9 @@ class VideoWriter:
 
     Even sizes use yuv420p (plays everywhere); an odd width or height uses yuv444p, which H.264
     accepts at any size, so the written file decodes to exactly ``width x height``. Use as a context
-    manager: an exception inside the block removes the temporary file.
+    manager: an exception inside the block removes the temporary file. ``audio_from``: a video file
+    whose first audio stream goes into the output on close (:func:`carry_audio`; ``self.audio``
+    then says how).
 
     >>> with VideoWriter("out.mp4", fps=24, width=W, height=H) as w:
     ...     for frame in frames:  # uint8 (H, W, 3) RGB
@@ -465,7 +468,14 @@ class VideoWriter:
     """
 
     def __init__(
-        self, path: PathLike, fps: float, width: int, height: int, crf: int = 18, preset: str = "medium"
+        self,
+        path: PathLike,
+        fps: float,
+        width: int,
+        height: int,
+        crf: int = 18,
+        preset: str = "medium",
+        audio_from: PathLike | None = None,
     ) -> None:
         if not (np.isfinite(fps) and 0 < fps <= 1000):
             raise ValueError(f"fps must be in (0, 1000] (got {fps})")
@@ -474,6 +484,8 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.frames_written = 0
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.audio: str | None = None  # after close: how the audio was carried (see carry_audio)
         self._closed = True  # until the container is open, there is nothing to abort
         rate = Fraction(fps).limit_denominator(1001)
         self._time_base = 1 / rate
@@ -518,6 +530,8 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._closed = True
+            if self.audio_from is not None:
+                self.audio = carry_audio(self._tmp, self.audio_from)
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
@@ -549,6 +563,101 @@ class VideoWriter:
         if not getattr(self, "_closed", True):
             log.warning("VideoWriter for '%s' was never closed; discarding the partial file", self.path)
             self.abort()
+
+
+def _timed(packets: Iterator[av.Packet]) -> Iterator[tuple[float, av.Packet]]:
+    """Packets with a decode timestamp, keyed by it in seconds (demux's final flush packets have none)."""
+    for p in packets:
+        if p.dts is not None and p.time_base is not None:
+            yield float(p.dts * p.time_base), p
+
+
+def _encoded_aac(
+    container: av.container.InputContainer, out: av.audio.stream.AudioStream
+) -> Iterator[av.Packet]:
+    """Decode the first audio stream of ``container`` and encode it into ``out`` (AAC)."""
+    rate = out.codec_context.sample_rate
+    samples: int | None = None  # timestamps count samples (time base 1/rate), as the encoder expects
+    for packet in container.demux(container.streams.audio[0]):
+        for frame in packet.decode():
+            if samples is None:  # keep where the sound starts (an offset against the video)
+                start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else 0
+                samples = max(0, round(start * rate))
+            frame.pts, frame.time_base = samples, Fraction(1, rate)
+            samples += frame.samples
+            yield from out.encode(frame)
+    yield from out.encode(None)
+
+
+#: Audio codecs copied into the mp4 as they are (players and browsers read them there); any other
+#: (PCM, Vorbis, ...) is re-encoded as AAC.
+MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
+
+
+def _remux_audio(video: Path, source: Path, out_path: Path, transcode: bool) -> str:
+    with (
+        av.open(str(video), "r") as vin,
+        av.open(str(source), "r") as ain,
+        av.open(str(out_path), "w", format="mp4") as out,
+    ):
+        v_in, a_in = vin.streams.video[0], ain.streams.audio[0]
+        name = a_in.codec_context.name
+        v_out = out.add_stream_from_template(v_in)
+        if transcode:
+            a_out = out.add_stream("aac", rate=a_in.codec_context.sample_rate or 48000)
+            a_out.layout = a_in.codec_context.layout
+            audio = _timed(_encoded_aac(ain, a_out))
+            how = f"{name} re-encoded as AAC"
+        else:
+            a_out = out.add_stream_from_template(a_in)
+            audio = _timed(ain.demux(a_in))
+            how = f"{name} copied"
+        # interleave by time, as a player reads them; ties: video first
+        merged = heapq.merge(
+            ((t, 0, p) for t, p in _timed(vin.demux(v_in))),
+            ((t, 1, p) for t, p in audio),
+            key=lambda x: (x[0], x[1]),
+        )
+        for _, kind, packet in merged:
+            packet.stream = v_out if kind == 0 else a_out
+            out.mux(packet)
+    return how
+
+
+def carry_audio(video: PathLike, source: PathLike) -> str | None:
+    """Put the first audio stream of ``source`` beside the video of the mp4 ``video`` (in place).
+
+    The audio packets are copied as they are when the codec plays in mp4 (:data:`MP4_AUDIO`), else
+    (or when copying fails) re-encoded as AAC. Returns how (``"aac copied"``, ``"vorbis re-encoded as AAC"``), or None when
+    ``source`` has no audio (a frame folder, a silent file). Audio that cannot be carried at all
+    leaves ``video`` as it was, with a one-line warning: the repaired frames are never lost for it.
+    """
+    video, source = Path(video), Path(source)
+    if not source.is_file():
+        return None
+    try:
+        with av.open(str(source), "r") as c:
+            if not c.streams.audio:
+                return None
+            copy = c.streams.audio[0].codec_context.name in MP4_AUDIO
+    except _AV_ERRORS:
+        return None
+    tmp = _temp_beside(video, ".mux")
+    reasons = []
+    try:
+        for transcode in (False, True) if copy else (True,):
+            try:
+                how = _remux_audio(video, source, tmp, transcode)
+            except (*_AV_ERRORS, ValueError) as e:
+                reasons.append(_reason(e))
+                tmp.unlink(missing_ok=True)
+                continue
+            os.replace(tmp, video)
+            return how
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.warning("could not carry the audio of '%s' (%s); the output has no sound", source, reasons[-1])
+    return None
 
 
 def write_video(path: PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int = 18) -> None:
