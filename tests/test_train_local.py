@@ -338,6 +338,26 @@ def test_final_checkpoint_serves_another_policy_config(tmp_path: Path) -> None:
     assert "another config" in one_line(err) and "k:" in one_line(err)
 
 
+def test_checkpoint_from_before_a_new_config_field_still_loads(tmp_path: Path) -> None:
+    """A field added later (here policy.pairwise) takes its default when an older checkpoint is read."""
+    from rovr.models.policy import PolicyConfig, build_actor
+    from rovr.train.common import save_model
+
+    cfg = dataclasses.replace(tiny(steps=2), policy=PolicyConfig(kind="pointer", cell=8, hidden=16, embed=0))
+    actor = build_actor(cfg.policy, cfg.data.frames)
+    path = tmp_path / "policy_old.safetensors"
+    save_model(path, actor, cfg)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["policy"]["pairwise"]  # as written before the field existed
+    meta_path.write_text(json.dumps(meta))
+    load_model(path, build_actor(cfg.policy, cfg.data.frames), cfg, "rovr imitate")
+    newer = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, pairwise=False))
+    with pytest.raises(CheckpointError) as err:  # a non-default value is still a different policy
+        load_model(path, build_actor(newer.policy, newer.data.frames), newer, "rovr imitate")
+    assert "pairwise" in one_line(err)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "json", "stage"])
 def test_damaged_resume_checkpoint_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str

@@ -84,6 +84,10 @@ def check_same_architecture(
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"checkpoint '{source}' has no config metadata; it was not written by rovr")
+    try:  # fields added since the checkpoint was written take their defaults, as in the config file
+        saved = to_dict(config_from_dict(saved))
+    except ConfigError:
+        pass
     mine, theirs = _arch(to_dict(cfg), keys), _arch(saved, keys)
     diff = [k for k in keys if mine[k] != theirs[k]]
     if diff:
