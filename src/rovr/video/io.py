@@ -628,9 +628,10 @@ def carry_audio(video: PathLike, source: PathLike) -> str | None:
     """Put the first audio stream of ``source`` beside the video of the mp4 ``video`` (in place).
 
     The audio packets are copied as they are when the codec plays in mp4 (:data:`MP4_AUDIO`), else
-    (or when copying fails) re-encoded as AAC. Returns how (``"aac copied"``, ``"vorbis re-encoded as AAC"``), or None when
-    ``source`` has no audio (a frame folder, a silent file). Audio that cannot be carried at all
-    leaves ``video`` as it was, with a one-line warning: the repaired frames are never lost for it.
+    (or when copying fails) re-encoded as AAC, from where the sound starts against the video.
+    Returns how (``"aac copied"``, ``"vorbis re-encoded as AAC"``), or None when ``source`` has no
+    audio (a frame folder, a silent file). Audio that cannot be carried at all leaves ``video`` as
+    it was, with a one-line warning: the repaired frames are never lost for it.
     """
     video, source = Path(video), Path(source)
     if not source.is_file():
