@@ -170,8 +170,15 @@ def test_no_sound_to_carry(tmp_path: Path) -> None:
             assert not c.streams.audio
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        av.InvalidDataError(1094995529, "Invalid data found when processing input"),
+        TypeError("unexpected layout"),
+    ],
+)
 def test_sound_that_cannot_be_carried_keeps_the_video(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
     """If muxing fails both ways, the repaired video is still saved, without sound, with one warning."""
     frames = smooth_frames(10, 32, 48)
@@ -179,7 +186,7 @@ def test_sound_that_cannot_be_carried_keeps_the_video(
     write_video_with_sound(src, frames, fps=10)
 
     def broken(*args: object) -> str:
-        raise av.InvalidDataError(1094995529, "Invalid data found when processing input")
+        raise error
 
     monkeypatch.setattr(io, "_remux_audio", broken)
     out = tmp_path / "out.mp4"

@@ -649,7 +649,7 @@ def carry_audio(video: PathLike, source: PathLike) -> str | None:
         for transcode in (False, True) if copy else (True,):
             try:
                 how = _remux_audio(video, source, tmp, transcode)
-            except (*_AV_ERRORS, ValueError) as e:
+            except Exception as e:  # the sound is optional: no failure of it may cost the repaired video
                 reasons.append(_reason(e))
                 tmp.unlink(missing_ok=True)
                 continue
