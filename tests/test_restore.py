@@ -27,6 +27,7 @@ from media import sound_of, write_video_with_sound
 from rovr import restore as restore_module
 from rovr.cli import main
 from rovr.config import DataConfig, RunConfig, save_config
+from rovr.errors import RovrError
 from rovr.models.local import LocalNet, LocalNetConfig
 from rovr.models.policy import PolicyConfig, build_actor
 from rovr.restore import plan_windows, restore_video, working_size
@@ -186,6 +187,7 @@ def test_cli_restores_real_clip_keeping_size_fps_and_known_pixels(
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+    assert "% of hole pixels copied at full size" in r.stdout  # --fill copy is the default
     info, src = io.probe(out), io.probe(video)
     assert (info.width, info.height, info.frames) == (432, 240, 80) == (src.width, src.height, src.frames)
     assert info.fps == pytest.approx(24.0) and info.fps == pytest.approx(src.fps)
@@ -201,7 +203,7 @@ def test_cli_restores_real_clip_keeping_size_fps_and_known_pixels(
     assert diff[holes].mean() > 10  # the holes were repainted (the object is gone)
 
     rep = json.loads(report.read_text())
-    assert rep["frames"] == 80 and rep["policy"] == "imitation"
+    assert rep["frames"] == 80 and rep["policy"] == "imitation" and rep["fill"] == "copy"
     cond = rep["conditioning"]
     assert len(cond) == 80
     for t, frames in enumerate(cond):
@@ -353,6 +355,50 @@ def test_static_mask_changes_only_the_grown_holes(
     assert np.array_equal(after[:, ~grown], before[:, ~grown])
     diff = np.abs(after - before).mean(axis=-1)
     assert diff[:, hole].mean() > 10 and diff[:, grown & ~hole].mean() > 10  # the grown ring is repainted too
+
+
+def panning_texture(n: int, h: int, w: int, step: int = 2) -> np.ndarray:
+    """uint8 (n, h, w, 3): a detailed texture the camera pans across, ``step`` pixels a frame."""
+    big = np.random.default_rng(9).normal(0, 1, (h, w + step * n, 3)).astype(np.float32)
+    big = np.clip(128 + 70 * cv2.GaussianBlur(big, (0, 0), 1.2) / 0.25, 0, 255).astype(np.uint8)
+    return np.stack([big[:, step * i : step * i + w] for i in range(n)])
+
+
+@pytest.mark.parametrize("fill", ["copy", "gamma"])
+def test_fill_copy_brings_back_full_resolution_detail(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: str
+) -> None:
+    """A 96x128 pan (Γ works at 32x42), conditioned on the previous frames: --fill copy takes the holes
+    from them at full size (exact), --fill gamma writes Γ's upsampled output; both leave every known
+    pixel as read."""
+    n, h, w = 12, 96, 128
+    frames = panning_texture(n, h, w)
+    holes = np.zeros((n, h, w), bool)
+    holes[0::2, 30:60, 20:50] = True  # the hole jumps between two places: t-1 shows all of t's
+    holes[1::2, 40:70, 75:110] = True
+    video, report = tmp_path / "in", tmp_path / "r.json"
+    io.write_frames(video, frames)
+    masks = write_masks(tmp_path / "masks", holes)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    res = restore_video(
+        video, masks, tmp_path / "o.mp4", run_dir, policy="sequential", report=report, fill=fill
+    )
+    out = np.stack(CapturingWriter.frames)
+    assert np.array_equal(out[~holes], frames[~holes])
+    err = np.abs(out[holes].astype(int) - frames[holes].astype(int)).mean()
+    rep = json.loads(report.read_text())
+    assert rep["fill"] == res.fill == fill and res.hole_pixels == holes.sum()
+    if fill == "copy":
+        assert err == 0 and res.copied == 1.0 == rep["copied"]  # every hole pixel, exactly
+    else:
+        assert err > 20 and res.copied == 0 == rep["copied"]  # Γ (untrained here) at 32x42 cannot
+
+
+def test_unknown_fill_is_one_line(run_dir: Path, tmp_path: Path) -> None:
+    video, masks = noise_video_with_box_masks(tmp_path, 8, 24, 32, seed=0)
+    with pytest.raises(RovrError, match="--fill must be one of copy, gamma"):
+        restore_video(video, masks, tmp_path / "o.mp4", run_dir, fill="sharp")
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_frame_folder_without_holes_is_copied(

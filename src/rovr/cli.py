@@ -202,11 +202,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
             dilate=args.dilate,
             on_frames=bar.update,
             audio=not args.no_audio,
+            fill=args.fill,
         )
     sound = f"; audio {res.audio}" if res.audio else ""
+    copied = f"; {100 * res.copied:.0f}% of hole pixels copied at full size" if res.fill == "copy" else ""
     print(
         f"restored {res.frames} frames in {res.seconds:.1f} s ({res.frames / max(res.seconds, 1e-9):.1f} frames/s) "
-        f"with policy {res.policy}{sound}: {out}"
+        f"with policy {res.policy}{copied}{sound}: {out}"
     )
     return 0
 
@@ -336,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write which frames conditioned each frame to this JSON file")
     p.add_argument(
         "--dilate", type=int, default=0, help="grow the masks by this many pixels first (default 0)"
+    )
+    p.add_argument(
+        "--fill",
+        choices=["copy", "gamma"],
+        default="copy",
+        help="copy (default): hole pixels from the chosen frames at full size, aligned per hole, and Γ's "
+        "output where none shows them; gamma: Γ's output only, resized from the working size (blurrier)",
     )
     p.add_argument(
         "--no-audio",

@@ -5,12 +5,15 @@ over the N frames (neighbours overlap when T does not divide N), each one episod
 reconstruction loop (:func:`rovr.reconstruct.reconstruct`, paper §5.1) at the model's working
 resolution. A frame in an overlap is written by the window it lies more central in, so every frame
 is written exactly once, in order. Windows run B at a time as one batch of episodes; full-size
-frames are held only until they are written (at most B·T of them, B chosen so they fit
-:data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
+frames are held only until their window is written (at most B·T of them ahead of the writer, B
+chosen so they fit :data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
 
-Γ's output is resized back to the input's resolution and written into the hole pixels only; every
-other pixel of the output is the input's (up to the H.264 encoding). The output keeps the input's
-size and frame rate and appears under its name only when complete.
+Only hole pixels are written; every other pixel of the output is the input's (up to the H.264
+encoding). ``fill="copy"`` (the default) takes each hole pixel from the frames the policy chose,
+at full resolution and aligned per hole region (:func:`rovr.fill.copy_fill`), and from Γ's output,
+resized to the input's resolution, where none of them shows it; ``fill="gamma"`` writes Γ's
+resized output only (the paper's reconstruction, blurred by the upsampling). The output keeps the
+input's size and frame rate and appears under its name only when complete.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rovr.conditioning import Chooser, PolicyChooser, make_baseline
 from rovr.config import RunConfig, config_from_dict, read_yaml
 from rovr.data.corruption import Corrupted, apply_masks
 from rovr.errors import CheckpointError, DataError, RovrError
+from rovr.fill import FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
 from rovr.train.common import RunDir, load_model, load_policy
@@ -48,6 +52,8 @@ PREFERRED = ("imitation", "rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm"
 BATCH_BYTES = 256 * 2**20
 #: At most this many windows per batch of episodes (a batch is also the progress bar's step).
 MAX_BATCH = 4
+#: ``fill`` choices of :func:`restore_video`.
+FILLS = ("copy", "gamma")
 
 
 @dataclass
@@ -62,6 +68,14 @@ class RestoreResult:
     work_size: tuple[int, int]  # (height, width) Γ ran at
     choices: list[list[int]] | None = None  # frame t -> its conditioning frames ([] if t has no hole)
     audio: str | None = None  # how the input's sound was carried (None: it has none, or audio=False)
+    fill: str = "copy"  # how hole pixels were filled: "copy" (chosen frames at full size) or "gamma"
+    hole_pixels: int = 0  # hole pixels written
+    copied_pixels: int = 0  # of them copied from a chosen frame (fill="copy"); the rest are Γ's
+
+    @property
+    def copied(self) -> float:
+        """Fraction of the hole pixels copied from the chosen frames at full resolution."""
+        return self.copied_pixels / self.hole_pixels if self.hole_pixels else 0.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,7 @@ def restore_video(
     on_frames: Callable[[int], None] | None = None,
     batch: int | None = None,
     audio: bool = True,
+    fill: str = "copy",
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -212,7 +227,8 @@ def restore_video(
     conditioning frames of every frame. ``on_frames(n)`` is called after every n frames written.
     ``batch`` windows run together as one batch of episodes (default: as many as fit
     :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
-    sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`).
+    sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
+    "copy" (the chosen frames' full-size pixels where they show the hole, Γ's elsewhere) or "gamma".
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -221,6 +237,8 @@ def restore_video(
         raise RovrError(f"--dilate must be >= 0 pixels (got {dilate})")
     if batch is not None and batch < 1:
         raise RovrError(f"batch must be >= 1 window (got {batch})")
+    if fill not in FILLS:
+        raise RovrError(f"--fill must be one of {', '.join(FILLS)} (got {fill!r})")
     check_paths(video, out, report)
     info = probe(video)
     mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
@@ -257,10 +275,14 @@ def restore_video(
         work[0],
         chooser.name,
     )
-    result = RestoreResult(0, 0.0, chooser.name, len(plan), batch, work, [] if report is not None else None)
+    result = RestoreResult(
+        0, 0.0, chooser.name, len(plan), batch, work, [] if report is not None else None, fill=fill
+    )
     started = time.perf_counter()
     frame_iter = iter_frames(video)
-    full: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # read, not yet written: (frame, mask) full size
+    full: dict[
+        int, tuple[np.ndarray, np.ndarray]
+    ] = {}  # (frame, mask) full size, until their window is written
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) at the working size
     read = 0
     with VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None) as writer:
@@ -294,12 +316,24 @@ def restore_video(
                 done = {w: (filled[b], picked[b]) for b, w in enumerate(todo)}
             for w in group:
                 for i in range(w.write_from, w.write_to):
-                    frame, mask = full.pop(i)
+                    frame, mask = full[i]
                     row: list[int] = []
                     if mask.any():
                         win_filled, win_choices = done[w]
-                        frame = _composite(frame, mask, win_filled[i - w.start])
                         row = [w.start + int(c) for c in win_choices[i - w.start]]
+                        frame = _composite(frame, mask, win_filled[i - w.start])
+                        if fill == "copy":
+                            refs = [full[j] for j in row]
+                            frame, stats = copy_fill(
+                                frame,
+                                mask,
+                                [_composite(f, m, win_filled[j - w.start]) for j, (f, m) in zip(row, refs)],
+                                [m for _, m in refs],
+                            )
+                        else:
+                            stats = FillStats(hole=int(mask.sum()))
+                        result.hole_pixels += stats.hole
+                        result.copied_pixels += stats.copied
                     writer.write(frame)
                     if result.choices is not None:
                         result.choices.append(row)
@@ -307,8 +341,9 @@ def restore_video(
                 if on_frames is not None:
                     on_frames(w.write_to - w.write_from)
             keep_from = plan[g + batch].start if g + batch < len(plan) else read
-            for i in [i for i in small if i < keep_from]:
-                del small[i]
+            for held in (small, full):
+                for i in [i for i in held if i < keep_from]:
+                    del held[i]
             assert len(small) <= length and len(full) <= length  # only the next window's overlap is kept
     assert result.frames == info.frames and not full
     result.seconds = time.perf_counter() - started
@@ -329,6 +364,8 @@ def restore_video(
                 "windows": [[w.start, w.stop] for w in plan],
                 "seconds": round(result.seconds, 3),
                 "audio": result.audio,
+                "fill": result.fill,
+                "copied": round(result.copied, 4),
                 "conditioning": result.choices,
             },
         )

@@ -1,0 +1,168 @@
+"""Full-resolution hole fill for `rovr restore`: the chosen frames' own pixels, aligned locally.
+
+Γ runs at the training resolution (short side ``data.size``, 64 in the demo), so on a 640x360
+video its fill, upsampled, is a blur. The frames the policy chose to condition on usually show
+most of the hole at full resolution, displaced by camera and object motion. :func:`copy_fill`
+moves their pixels in: for each connected region ``C`` of the target's holes, grown by ``margin``
+pixels, and each chosen frame ``j``, it finds the integer translation
+
+    d_j = argmin_{|d|∞ ≤ S}  E_j(d),   E_j(d) = Σ_{p∈C} w(p)² ‖R_j(p + d) − G(p)‖² / (3 Σ_{p∈C} w(p)²)
+
+where ``G`` is the target with Γ's upsampled fill in its holes, ``R_j`` frame j with Γ's fill in
+its own holes, and ``w = 1`` on the ring of known pixels around the hole, ``1/2`` inside it (where
+``G`` is only Γ's blurred estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel
+``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
+(frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count), and
+keeps Γ's fill where no chosen frame shows it. A frame that, so placed, still differs from the
+target on the known ring by a mean squared error over :data:`MAX_ERROR` (it does not match around
+this hole: occlusion, deformation, another object) gives nothing there; the test reads only known
+pixels, so it does not depend on how good Γ's fill is. Regions move independently, so two objects moving
+differently each get their own translation.
+
+The search runs coarse to fine: at ``1/f`` of the resolution with ``f = ceil(S / COARSE)`` over
+``±COARSE`` positions, then at full resolution over ``±f`` around the coarse optimum. This is a
+beyond-the-paper step (§5.1 reconstructs at one resolution); ``rovr restore --fill gamma`` keeps
+the paper's upsampled Γ output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Largest search radius (pixels) run at one level; larger ones start on a downscaled copy.
+COARSE = 12
+#: A chosen frame's own holes are grown by this many pixels before its pixels are copied.
+GUARD = 2
+#: Weight (before OpenCV squares it) of the target's hole pixels, against 1 on the known ring.
+HOLE_WEIGHT = 0.5
+#: Largest mean squared error on the known ring (8-bit levels squared) at which a frame's pixels are
+#: copied. Chosen on the four real clips (BENCHMARKS.md, "Restoring at full resolution"): with no
+#: limit the copy's hole PSNR fell below Γ's on one of them.
+MAX_ERROR = 1000.0
+
+
+def default_search(height: int, width: int) -> int:
+    """Search radius S for a frame size: 5 % of the longer side, at least 8 pixels."""
+    return max(8, round(0.05 * max(height, width)))
+
+
+@dataclass
+class FillStats:
+    """What :func:`copy_fill` did to one frame."""
+
+    hole: int = 0  # hole pixels
+    copied: int = 0  # of them taken from a chosen frame (the rest keep Γ's fill)
+
+
+def _best_offset(image: np.ndarray, template: np.ndarray, weight: np.ndarray) -> tuple[int, int, float]:
+    """argmin over placements of the weighted SSD; (dy, dx) from the top-left of ``image``, and E."""
+    w3 = np.repeat(weight[..., None], 3, axis=2)
+    res = cv2.matchTemplate(image, template, cv2.TM_SQDIFF, mask=w3)
+    res = np.where(np.isfinite(res), res, np.inf)
+    dy, dx = np.unravel_index(int(np.argmin(res)), res.shape)
+    return int(dy), int(dx), float(res[dy, dx]) / (3.0 * float((weight**2).sum()))
+
+
+def _shrink(x: np.ndarray, f: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    return cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+
+
+def match_region(
+    ref: np.ndarray, template: np.ndarray, weight: np.ndarray, y0: int, x0: int, search: int
+) -> tuple[int, int, float]:
+    """Translation (dy, dx), |d|∞ ≤ search, placing ``template`` (h, w, 3) float32 best in ``ref``.
+
+    ``ref`` is the frame padded by ``search`` pixels on every side (float32) and the template sits
+    at (y0, x0) of the unpadded frame; passing the crop ``ref[y0 : y0 + h + 2·search, x0 : x0 + w +
+    2·search]`` with y0 = x0 = 0 gives the same answer. Returns the offset and its weighted mean
+    squared error E.
+    """
+    h, w = template.shape[:2]
+    f = max(1, math.ceil(search / COARSE))
+    lo_y = lo_x = 0  # offsets into the padded frame: 0 .. 2·search, search = no shift
+    hi_y = hi_x = 2 * search
+    small_w = _shrink(weight, f) if f > 1 else weight
+    if f > 1 and small_w.sum() > 0:
+        window = ref[y0 : y0 + h + 2 * search, x0 : x0 + w + 2 * search]
+        dy, dx, _ = _best_offset(_shrink(window, f), _shrink(template, f), small_w)
+        cy, cx = min(2 * search, dy * f), min(2 * search, dx * f)
+        lo_y, hi_y = max(0, cy - f), min(2 * search, cy + f)
+        lo_x, hi_x = max(0, cx - f), min(2 * search, cx + f)
+    image = ref[y0 + lo_y : y0 + hi_y + h, x0 + lo_x : x0 + hi_x + w]
+    dy, dx, err = _best_offset(image, template, weight)
+    return lo_y + dy - search, lo_x + dx - search, err
+
+
+def copy_fill(
+    target: np.ndarray,
+    mask: np.ndarray,
+    refs: Sequence[np.ndarray],
+    ref_masks: Sequence[np.ndarray],
+    search: int | None = None,
+    margin: int = 8,
+    max_error: float = MAX_ERROR,
+) -> tuple[np.ndarray, FillStats]:
+    """Replace the hole pixels of ``target`` by the chosen frames' own, aligned per hole region.
+
+    ``target`` (H, W, 3) uint8 already holds Γ's upsampled fill in its holes ``mask`` (H, W) bool;
+    ``refs`` are the chosen frames, likewise filled in their own holes ``ref_masks``. Returns a new
+    frame (only hole pixels may differ from ``target``) and how many hole pixels were copied.
+    """
+    H, W = mask.shape
+    out = target.copy()
+    stats = FillStats(hole=int(mask.sum()))
+    if not stats.hole or not refs:
+        return out, stats
+    S = default_search(H, W) if search is None else search
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    count, labels, boxes, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    g = target.astype(np.float32)
+    padded = [cv2.copyMakeBorder(r, S, S, S, S, cv2.BORDER_REFLECT) for r in refs]  # uint8: 4K stays small
+    guard = np.ones((2 * GUARD + 1, 2 * GUARD + 1), np.uint8)
+    # where frame j may give pixels: not its (grown) holes, not outside the frame
+    shows = [
+        cv2.copyMakeBorder(
+            (cv2.dilate(m.astype(np.uint8), guard) == 0).astype(np.uint8),
+            S,
+            S,
+            S,
+            S,
+            cv2.BORDER_CONSTANT,
+            value=0,
+        )
+        for m in ref_masks
+    ]
+    for c in range(1, count):
+        x0, y0, w, h = (int(v) for v in boxes[c, :4])
+        region = labels[y0 : y0 + h, x0 : x0 + w] == c
+        hole = mask[y0 : y0 + h, x0 : x0 + w] & region
+        if not hole.any():
+            continue
+        weight = np.where(hole, HOLE_WEIGHT, 1.0).astype(np.float32) * region
+        template = g[y0 : y0 + h, x0 : x0 + w]
+        ring = region & ~hole
+        # frame j around the region, every candidate placement included
+        windows = [p[y0 : y0 + h + 2 * S, x0 : x0 + w + 2 * S].astype(np.float32) for p in padded]
+        ranked = sorted(
+            (match_region(win, template, weight, 0, 0, S)[::-1], j) for j, win in enumerate(windows)
+        )  # ((E, dx, dy), j), best first
+        todo = hole.copy()
+        patch = out[y0 : y0 + h, x0 : x0 + w]
+        for (_, dx, dy), j in ranked:
+            src = windows[j][S + dy : S + dy + h, S + dx : S + dx + w]
+            if ring.any() and float(((src[ring] - template[ring]) ** 2).mean()) > max_error:
+                continue
+            ys, xs = y0 + S + dy, x0 + S + dx
+            take = todo & (shows[j][ys : ys + h, xs : xs + w] > 0)
+            patch[take] = np.clip(np.rint(src[take]), 0, 255).astype(np.uint8)
+            todo &= ~take
+            if not todo.any():
+                break
+        stats.copied += int((hole & ~todo).sum())
+    return out, stats

@@ -1,0 +1,155 @@
+"""rovr.fill.copy_fill: hole pixels from the chosen frames, aligned per hole region, Γ's fill elsewhere."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from rovr.fill import GUARD, MAX_ERROR, copy_fill, default_search, match_region
+
+
+def texture(h: int, w: int, seed: int, sigma: float = 1.5) -> np.ndarray:
+    """uint8 (h, w, 3) smooth random texture: well defined under translation at every scale."""
+    noise = np.random.default_rng(seed).normal(0, 1, (h, w, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
+    return np.clip(128 + 60 * smooth / smooth.std(), 0, 255).astype(np.uint8)
+
+
+def shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """out(p) = img(p + d) (the content moved by −d), edges replicated."""
+    h, w = img.shape[:2]
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(
+        img, m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def box(h: int, w: int, y: int, x: int, bh: int, bw: int) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y : y + bh, x : x + bw] = True
+    return m
+
+
+GREY = 128
+
+
+def with_gamma_fill(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The frame as restore hands it over: holes hold Γ's (here a flat grey) fill."""
+    out = frame.copy()
+    out[mask] = GREY
+    return out
+
+
+def test_each_hole_region_gets_its_own_translation() -> None:
+    """Left and right halves move differently (two objects): each hole is copied exactly from the reference."""
+    h, w = 80, 120
+    ref = texture(h, w, 0)
+    truth = ref.copy()
+    truth[:, :60] = shifted(ref, 3, -5)[:, :60]
+    truth[:, 60:] = shifted(ref, -4, 6)[:, 60:]
+    mask = box(h, w, 30, 15, 14, 16) | box(h, w, 25, 85, 16, 14)
+    out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref], [np.zeros((h, w), bool)])
+    np.testing.assert_array_equal(out, truth)  # holes exact, everything else untouched
+    assert stats.hole == stats.copied == mask.sum()
+
+
+def test_a_large_motion_is_found_coarse_to_fine() -> None:
+    """|d| = 30 px with S = 40 (coarse factor 4): still the exact translation."""
+    h, w = 160, 200
+    ref = texture(h, w, 1, sigma=2.5)
+    truth = shifted(ref, -22, 30)
+    mask = box(h, w, 60, 80, 24, 30)
+    target = with_gamma_fill(truth, mask)
+    S = 40
+    padded = cv2.copyMakeBorder(ref.astype(np.float32), S, S, S, S, cv2.BORDER_REFLECT)
+    y0, x0 = 60 - 8, 80 - 8
+    tmpl = target[y0 : y0 + 40, x0 : x0 + 46].astype(np.float32)
+    weight = np.ones((40, 46), np.float32)
+    weight[8:32, 8:38] = 0.5
+    dy, dx, err = match_region(padded, tmpl, weight, y0, x0, S)
+    assert (dy, dx) == (-22, 30)
+    out, stats = copy_fill(target, mask, [ref], [np.zeros((h, w), bool)], search=S)
+    np.testing.assert_array_equal(out, truth)
+    assert stats.copied == mask.sum()
+
+
+def test_pixels_the_frame_does_not_show_keep_gammas_fill() -> None:
+    h, w = 64, 64
+    ref = texture(h, w, 2)
+    truth = shifted(ref, 2, 3)
+    mask = box(h, w, 20, 20, 16, 16)
+    # the reference's own hole covers the left part of where the target's hole maps to (p + d)
+    ref_hole = box(h, w, 22, 23, 16, 6)
+    ref_seen = ref.copy()
+    ref_seen[ref_hole] = 0  # what the reference shows there is not content (restore puts Γ's fill there)
+    out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref_seen], [ref_hole])
+    hidden = shifted(cv2.dilate(ref_hole.astype(np.uint8), np.ones((2 * GUARD + 1,) * 2, np.uint8)), 2, 3) > 0
+    hidden &= mask
+    assert hidden.any() and (mask & ~hidden).any()
+    np.testing.assert_array_equal(out[mask & ~hidden], truth[mask & ~hidden])
+    assert (out[hidden] == GREY).all()  # Γ's fill stays
+    np.testing.assert_array_equal(out[~mask], truth[~mask])
+    assert stats.copied == (mask & ~hidden).sum()
+
+
+def test_the_second_frame_fills_what_the_best_one_does_not_show() -> None:
+    h, w = 64, 64
+    truth = texture(h, w, 3)
+    mask = box(h, w, 24, 24, 14, 14)
+    exact = truth.copy()
+    exact_hole = box(h, w, 24, 24, 14, 5)  # the best match lacks the hole's left columns
+    noisy = np.clip(truth.astype(int) + np.random.default_rng(4).integers(-6, 7, truth.shape), 0, 255).astype(
+        np.uint8
+    )
+    out, stats = copy_fill(
+        with_gamma_fill(truth, mask), mask, [noisy, exact], [np.zeros((h, w), bool), exact_hole]
+    )
+    hidden = cv2.dilate(exact_hole.astype(np.uint8), np.ones((2 * GUARD + 1,) * 2, np.uint8)) > 0
+    np.testing.assert_array_equal(out[mask & ~hidden], truth[mask & ~hidden])  # from the exact frame
+    np.testing.assert_array_equal(out[mask & hidden], noisy[mask & hidden])  # the rest from the noisy one
+    assert stats.copied == mask.sum()
+
+
+def test_a_frame_that_does_not_match_gives_nothing() -> None:
+    h, w = 64, 64
+    truth, unrelated = texture(h, w, 5), texture(h, w, 6)
+    mask = box(h, w, 20, 20, 12, 12)
+    target = with_gamma_fill(truth, mask)
+    out, stats = copy_fill(target, mask, [unrelated], [np.zeros((h, w), bool)])
+    np.testing.assert_array_equal(out, target)
+    assert stats.copied == 0 and stats.hole == mask.sum()
+    # the same frame is copied when the limit is lifted: the refusal is the error limit's doing
+    _, lifted = copy_fill(target, mask, [unrelated], [np.zeros((h, w), bool)], max_error=float("inf"))
+    assert lifted.copied == mask.sum() and MAX_ERROR < float("inf")
+
+
+def test_no_hole_or_no_frame_changes_nothing() -> None:
+    frame = texture(32, 48, 7)
+    none = np.zeros((32, 48), bool)
+    out, stats = copy_fill(frame, none, [frame], [none])
+    np.testing.assert_array_equal(out, frame)
+    assert (stats.hole, stats.copied) == (0, 0)
+    mask = box(32, 48, 5, 5, 6, 6)
+    out, stats = copy_fill(frame, mask, [], [])
+    np.testing.assert_array_equal(out, frame)
+    assert (stats.hole, stats.copied) == (36, 0)
+
+
+def test_holes_at_the_border_are_copied_from_inside_the_frame() -> None:
+    """A hole touching the edge, motion toward it: pixels that would come from outside the frame stay Γ's."""
+    h, w = 48, 64
+    ref = texture(h, w, 8)
+    truth = shifted(ref, 0, -4)  # truth(p) = ref(p - 4 px in x): the first 4 columns have no source
+    mask = box(h, w, 10, 0, 12, 10)
+    out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref], [np.zeros((h, w), bool)])
+    inside = mask.copy()
+    inside[:, :4] = False
+    np.testing.assert_array_equal(out[inside], truth[inside])
+    assert (out[mask & ~inside] == GREY).all()
+    assert stats.copied == inside.sum()
+
+
+@pytest.mark.parametrize(("h", "w", "expect"), [(64, 64, 8), (360, 640, 32), (1080, 1920, 96)])
+def test_default_search_grows_with_the_frame(h: int, w: int, expect: int) -> None:
+    assert default_search(h, w) == expect
