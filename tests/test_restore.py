@@ -394,6 +394,28 @@ def test_fill_copy_brings_back_full_resolution_detail(
         assert err > 20 and res.copied == 0 == rep["copied"]  # Γ (untrained here) at 32x42 cannot
 
 
+def test_a_video_at_the_working_size_keeps_gammas_fill(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At Γ's own size (32x40 for the tiny run) there is no upsampling blur to undo: copy = gamma."""
+    n, h, w = 10, 32, 40
+    assert working_size(h, w, tiny_config().data.size) == (h, w)
+    holes = np.zeros((n, h, w), bool)
+    holes[0::2, 4:14, 4:14] = True
+    holes[1::2, 16:28, 22:36] = True
+    io.write_frames(tmp_path / "in", panning_texture(n, h, w))
+    masks = write_masks(tmp_path / "masks", holes)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    outs = []
+    for fill in ("copy", "gamma"):
+        res = restore_video(
+            tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", fill=fill
+        )
+        assert res.fill == "gamma" and res.copied == 0
+        outs.append(np.stack(CapturingWriter.frames))
+    assert np.array_equal(outs[0], outs[1])
+
+
 def test_unknown_fill_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     video, masks = noise_video_with_box_masks(tmp_path, 8, 24, 32, seed=0)
     with pytest.raises(RovrError, match="--fill must be one of copy, gamma"):

@@ -228,7 +228,8 @@ def restore_video(
     ``batch`` windows run together as one batch of episodes (default: as many as fit
     :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
     sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
-    "copy" (the chosen frames' full-size pixels where they show the hole, Γ's elsewhere) or "gamma".
+    "copy" (the chosen frames' full-size pixels where they show the hole, Γ's elsewhere; a video
+    already at Γ's working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -262,6 +263,9 @@ def restore_video(
     work = working_size(info.height, info.width, cfg.data.size)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
     batch = batch or windows_per_batch(info.height, info.width, length)
+    if fill == "copy" and work == (info.height, info.width):
+        fill = "gamma"  # Γ already worked at the video's size and saw the chosen frames: nothing to sharpen
+        log.info("the video is at Γ's working size: Γ's fill is written as it is")
     log.info(
         "restoring %d frames of %dx%d in %d windows of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
         info.frames,
