@@ -9,7 +9,8 @@ the run, drawn per T-frame chunk at Γ's working size and scaled up, as `rovr ev
 Each clip is restored twice by :func:`rovr.restore.restore_video` (the same windows, policy and Γ;
 only the fill differs) and compared with the clean frames over the hole pixels: PSNR and SSIM
 (:mod:`rovr.metrics.image`, the SSIM map averaged over hole pixels), mean over frames with holes.
-Both outputs pass through the same H.264 encoding. Prints a Markdown table (for BENCHMARKS.md).
+Both outputs pass through the same H.264 encoding. Prints a Markdown table (for BENCHMARKS.md);
+``--figure PNG`` also writes frame 45 of parkour at half size: holes, gamma, copy, the original.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="runs/demo", help="trained run (default runs/demo)")
     ap.add_argument("--data", default="../shared/data/real", help="folder with the real clips")
     ap.add_argument("--seed", type=int, default=0, help="seed of the rectangle masks (default 0)")
+    ap.add_argument("--figure", help="write a PNG of parkour's frame 45: holes | gamma | copy | original")
     args = ap.parse_args()
     data, run = Path(args.data), Path(args.checkpoint)
     cfg, _ = load_run(run)
@@ -92,12 +94,23 @@ def main() -> None:
             for i, m in enumerate(masks):
                 io.write_png(mdir / f"{i:05d}.png", m)
             cells = []
+            panels = (
+                [np.where(masks[45][..., None], 0, frames[45]).astype(np.uint8)] if len(frames) > 45 else []
+            )
             for fill in ("gamma", "copy"):
                 out = root / f"{fill}.mp4"
                 res = restore_video(src, mdir, out, run, fill=fill, audio=False)
-                p, s = hole_scores(io.read_video(out), frames, masks)
+                restored = io.read_video(out)
+                p, s = hole_scores(restored, frames, masks)
+                panels += [restored[45]] if panels else []
                 cells.append((p, s, res.seconds, res.copied))
                 print(f"  {name} {fill}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)", file=sys.stderr)
+            if args.figure and name.startswith("parkour"):
+                row = np.concatenate([*panels, frames[45]], axis=1)
+                io.write_png(
+                    args.figure,
+                    cv2.resize(row, (row.shape[1] // 2, row.shape[0] // 2), interpolation=cv2.INTER_AREA),
+                )
             (pg, sg, tg, _), (pc, sc, tc, cp) = cells
             h, w = frames.shape[1:3]
             rows.append(
