@@ -136,6 +136,16 @@ def test_no_hole_or_no_frame_changes_nothing() -> None:
     assert (stats.hole, stats.copied) == (36, 0)
 
 
+def test_a_frame_that_is_all_hole_keeps_gammas_fill() -> None:
+    """No known pixel to check a placement against: nothing is copied."""
+    ref = texture(40, 50, 9)
+    mask = np.ones((40, 50), bool)
+    target = with_gamma_fill(ref, mask)
+    out, stats = copy_fill(target, mask, [ref], [np.zeros((40, 50), bool)])
+    np.testing.assert_array_equal(out, target)
+    assert (stats.hole, stats.copied) == (2000, 0)
+
+
 def test_holes_at_the_border_are_copied_from_inside_the_frame() -> None:
     """A hole touching the edge, motion toward it: pixels that would come from outside the frame stay Γ's."""
     h, w = 48, 64

@@ -13,7 +13,8 @@ its own holes, and ``w = 1`` on the ring of known pixels around the hole, ``1/2`
 ``G`` is only Γ's blurred estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel
 ``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
 (frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count), and
-keeps Γ's fill where no chosen frame shows it. A frame that, so placed, still differs from the
+keeps Γ's fill where no chosen frame shows it (and in a region with no known pixel around it,
+such as a frame that is all hole). A frame that, so placed, still differs from the
 target on the known ring by a mean squared error over :data:`MAX_ERROR` (it does not match around
 this hole: occlusion, deformation, another object) gives nothing there; the test reads only known
 pixels, so it does not depend on how good Γ's fill is. Regions move independently, so two objects moving
@@ -142,11 +143,11 @@ def copy_fill(
         x0, y0, w, h = (int(v) for v in boxes[c, :4])
         region = labels[y0 : y0 + h, x0 : x0 + w] == c
         hole = mask[y0 : y0 + h, x0 : x0 + w] & region
-        if not hole.any():
+        ring = region & ~hole
+        if not hole.any() or not ring.any():  # no known pixel around it: no way to check a placement
             continue
         weight = np.where(hole, HOLE_WEIGHT, 1.0).astype(np.float32) * region
         template = g[y0 : y0 + h, x0 : x0 + w]
-        ring = region & ~hole
         # frame j around the region, every candidate placement included
         windows = [p[y0 : y0 + h + 2 * S, x0 : x0 + w + 2 * S].astype(np.float32) for p in padded]
         ranked = sorted(
@@ -156,7 +157,7 @@ def copy_fill(
         patch = out[y0 : y0 + h, x0 : x0 + w]
         for (_, dx, dy), j in ranked:
             src = windows[j][S + dy : S + dy + h, S + dx : S + dx + w]
-            if ring.any() and float(((src[ring] - template[ring]) ** 2).mean()) > max_error:
+            if float(((src[ring] - template[ring]) ** 2).mean()) > max_error:
                 continue
             ys, xs = y0 + S + dy, x0 + S + dx
             take = todo & (shows[j][ys : ys + h, xs : xs + w] > 0)
