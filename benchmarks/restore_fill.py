@@ -6,11 +6,14 @@ Holes are cut into clean real clips, so the truth under them is known: the mask 
 on the other clip of the same size (dogs_jump's masks on schoolgirls and back, first 66 frames),
 and on the 640x360 clips (parkour, skating) the paper's rectangle masks (the corruption config of
 the run, drawn per T-frame chunk at Γ's working size and scaled up, as `rovr evaluate` draws them).
-Each clip is restored twice by :func:`rovr.restore.restore_video` (the same windows, policy and Γ;
-only the fill differs) and compared with the clean frames over the hole pixels: PSNR and SSIM
+Each clip is restored three times by :func:`rovr.restore.restore_video` (the same windows, policy
+and Γ; only the fill differs): ``--fill gamma``, ``--fill copy --copy-from 0`` (only the frames the
+policy chose) and ``--fill copy`` with the default ``--copy-from`` (those and the nearest other
+frames of the window), and compared with the clean frames over the hole pixels: PSNR and SSIM
 (:mod:`rovr.metrics.image`, the SSIM map averaged over hole pixels), mean over frames with holes.
 Both outputs pass through the same H.264 encoding. Prints a Markdown table (for BENCHMARKS.md);
-``--figure PNG`` also writes frame 45 of parkour at half size: holes, gamma, copy, the original.
+``--figure PNG`` also writes frame 45 of parkour at half size: holes, gamma, copy (default), the
+original.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from rovr.config import RunConfig
 from rovr.data.corruption import rectangle_masks
 from rovr.metrics.image import psnr, ssim
-from rovr.restore import load_run, restore_video, working_size
+from rovr.restore import COPY_FROM, load_run, restore_video, working_size
 from rovr.video import io
 
 
@@ -97,31 +100,37 @@ def main() -> None:
             panels = (
                 [np.where(masks[45][..., None], 0, frames[45]).astype(np.uint8)] if len(frames) > 45 else []
             )
-            for fill in ("gamma", "copy"):
-                out = root / f"{fill}.mp4"
-                res = restore_video(src, mdir, out, run, fill=fill, audio=False)
+            for fill, copy_from in (("gamma", 0), ("copy", 0), ("copy", COPY_FROM)):
+                out = root / f"{fill}{copy_from}.mp4"
+                res = restore_video(src, mdir, out, run, fill=fill, copy_from=copy_from, audio=False)
                 restored = io.read_video(out)
                 p, s = hole_scores(restored, frames, masks)
-                panels += [restored[45]] if panels else []
+                if panels and (fill, copy_from) != ("copy", 0):
+                    panels.append(restored[45])
                 cells.append((p, s, res.seconds, res.copied))
-                print(f"  {name} {fill}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)", file=sys.stderr)
+                print(
+                    f"  {name} {fill} {copy_from}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)", file=sys.stderr
+                )
             if args.figure and name.startswith("parkour"):
                 row = np.concatenate([*panels, frames[45]], axis=1)
                 io.write_png(
                     args.figure,
                     cv2.resize(row, (row.shape[1] // 2, row.shape[0] // 2), interpolation=cv2.INTER_AREA),
                 )
-            (pg, sg, tg, _), (pc, sc, tc, cp) = cells
+            (pg, sg, tg, _), (p0, s0, t0, c0), (pc, sc, tc, cp) = cells
             h, w = frames.shape[1:3]
             rows.append(
                 f"| {name} | {w}x{h}, {len(frames)} | {100 * masks.mean():.1f} % | {pg:.2f} / {sg:.3f} "
-                f"| {pc:.2f} / {sc:.3f} | {100 * cp:.0f} % | {tg:.1f} / {tc:.1f} |"
+                f"| {p0:.2f} / {s0:.3f} ({100 * c0:.0f} %) | {pc:.2f} / {sc:.3f} ({100 * cp:.0f} %) "
+                f"| {tg:.1f} / {t0:.1f} / {tc:.1f} |"
             )
     print(
         f"Checkpoint {run}, policy {res.policy}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
     )
     print(
-        "| clip + holes | size, frames | hole area | gamma: hole PSNR dB / SSIM | copy: hole PSNR dB / SSIM | copied | s gamma / copy |"
+        "| clip + holes | size, frames | hole area | gamma: hole PSNR dB / SSIM "
+        "| copy, chosen frames only (copied) "
+        f"| copy, chosen + {COPY_FROM} nearest (copied) | s: gamma / chosen / default |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

@@ -394,6 +394,40 @@ def test_fill_copy_brings_back_full_resolution_detail(
         assert err > 20 and res.copied == 0 == rep["copied"]  # Γ (untrained here) at 32x42 cannot
 
 
+def test_copy_from_other_frames_fills_what_the_chosen_ones_hide(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hole stays in one place for four frames, so t-1 and t-2 (sequential) often hide it too;
+    with --copy-from 2 the nearest other frames of the window fill every hole pixel exactly."""
+    n, h, w = 12, 96, 128
+    frames = panning_texture(n, h, w)
+    holes = np.zeros((n, h, w), bool)
+    for i in range(n):
+        if (i // 4) % 2:
+            holes[i, 40:70, 75:110] = True
+        else:
+            holes[i, 30:60, 20:50] = True
+    io.write_frames(tmp_path / "in", frames)
+    masks = write_masks(tmp_path / "masks", holes)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    chosen = restore_video(
+        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", copy_from=0
+    )
+    assert 0.2 < chosen.copied < 0.6
+    more = restore_video(
+        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", copy_from=2
+    )
+    out = np.stack(CapturingWriter.frames)
+    assert more.copied == 1.0 and np.array_equal(out, frames)
+
+
+def test_cli_copy_from_default_is_the_library_default() -> None:
+    from rovr.cli import build_parser
+
+    args = build_parser().parse_args(["restore", "v.mp4", "--masks", "m", "-o", "o.mp4"])
+    assert args.copy_from == restore_module.COPY_FROM and args.fill == "copy"
+
+
 def test_a_video_at_the_working_size_keeps_gammas_fill(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,10 +450,12 @@ def test_a_video_at_the_working_size_keeps_gammas_fill(
     assert np.array_equal(outs[0], outs[1])
 
 
-def test_unknown_fill_is_one_line(run_dir: Path, tmp_path: Path) -> None:
+def test_unknown_fill_or_copy_from_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     video, masks = noise_video_with_box_masks(tmp_path, 8, 24, 32, seed=0)
     with pytest.raises(RovrError, match="--fill must be one of copy, gamma"):
         restore_video(video, masks, tmp_path / "o.mp4", run_dir, fill="sharp")
+    with pytest.raises(RovrError, match="--copy-from must be >= 0 frames"):
+        restore_video(video, masks, tmp_path / "o.mp4", run_dir, copy_from=-1)
     assert not (tmp_path / "o.mp4").exists()
 
 

@@ -203,6 +203,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             on_frames=bar.update,
             audio=not args.no_audio,
             fill=args.fill,
+            copy_from=args.copy_from,
         )
     sound = f"; audio {res.audio}" if res.audio else ""
     copied = f"; {100 * res.copied:.0f}% of hole pixels copied at full size" if res.fill == "copy" else ""
@@ -345,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="copy",
         help="copy (default): hole pixels from the chosen frames at full size, aligned per hole, and Γ's "
         "output where none shows them; gamma: Γ's output only, resized from the working size (blurrier)",
+    )
+    p.add_argument(
+        "--copy-from",
+        type=int,
+        default=6,
+        metavar="N",
+        help="--fill copy also copies from the N nearest other frames of the window (default 6; 0 = only "
+        "the frames the policy chose; each frame costs one match per hole region)",
     )
     p.add_argument(
         "--no-audio",

@@ -9,9 +9,10 @@ frames are held only until their window is written (at most B·T of them ahead o
 chosen so they fit :data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
 
 Only hole pixels are written; every other pixel of the output is the input's (up to the H.264
-encoding). ``fill="copy"`` (the default) takes each hole pixel from the frames the policy chose,
-at full resolution and aligned per hole region (:func:`rovr.fill.copy_fill`), and from Γ's output,
-resized to the input's resolution, where none of them shows it; ``fill="gamma"`` writes Γ's
+encoding). ``fill="copy"`` (the default) takes each hole pixel from the frames the policy chose
+and the ``copy_from`` nearest other frames of the window, at full resolution and aligned per hole
+region (:func:`rovr.fill.copy_fill`), and from Γ's output, resized to the input's resolution,
+where none of them shows it; ``fill="gamma"`` writes Γ's
 resized output only (the paper's reconstruction, blurred by the upsampling). The output keeps the
 input's size and frame rate and appears under its name only when complete.
 """
@@ -54,6 +55,10 @@ BATCH_BYTES = 256 * 2**20
 MAX_BATCH = 4
 #: ``fill`` choices of :func:`restore_video`.
 FILLS = ("copy", "gamma")
+#: Frames of the window, besides the chosen ones, that ``fill="copy"`` may copy from (nearest first).
+#: BENCHMARKS.md ("Restoring at full resolution"): 6 doubles the copy's cost and adds 0.4-2.7 dB of
+#: hole PSNR to copying from the chosen frames alone on the real clips.
+COPY_FROM = 6
 
 
 @dataclass
@@ -218,6 +223,7 @@ def restore_video(
     batch: int | None = None,
     audio: bool = True,
     fill: str = "copy",
+    copy_from: int = COPY_FROM,
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -230,6 +236,7 @@ def restore_video(
     sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
     "copy" (the chosen frames' full-size pixels where they show the hole, Γ's elsewhere; a video
     already at Γ's working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
+    ``copy_from``: how many other frames of the window, nearest first, "copy" may also copy from.
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -240,6 +247,8 @@ def restore_video(
         raise RovrError(f"batch must be >= 1 window (got {batch})")
     if fill not in FILLS:
         raise RovrError(f"--fill must be one of {', '.join(FILLS)} (got {fill!r})")
+    if copy_from < 0:
+        raise RovrError(f"--copy-from must be >= 0 frames (got {copy_from})")
     check_paths(video, out, report)
     info = probe(video)
     mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
@@ -327,11 +336,13 @@ def restore_video(
                         row = [w.start + int(c) for c in win_choices[i - w.start]]
                         frame = _composite(frame, mask, win_filled[i - w.start])
                         if fill == "copy":
-                            refs = [full[j] for j in row]
+                            others = [j for j in range(w.start, w.stop) if j != i and j not in row]
+                            near = row + sorted(others, key=lambda j: (abs(j - i), j))[:copy_from]
+                            refs = [full[j] for j in near]
                             frame, stats = copy_fill(
                                 frame,
                                 mask,
-                                [_composite(f, m, win_filled[j - w.start]) for j, (f, m) in zip(row, refs)],
+                                [_composite(f, m, win_filled[j - w.start]) for j, (f, m) in zip(near, refs)],
                                 [m for _, m in refs],
                             )
                         else:
