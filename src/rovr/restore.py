@@ -327,23 +327,22 @@ def restore_video(
                     device,
                 )
                 done = {w: (filled[b], picked[b]) for b, w in enumerate(todo)}
+            cache: dict[tuple[Window, int], np.ndarray] = {}  # frame j of window w with Γ's fill, full size
             for w in group:
                 for i in range(w.write_from, w.write_to):
                     frame, mask = full[i]
                     row: list[int] = []
                     if mask.any():
-                        win_filled, win_choices = done[w]
-                        row = [w.start + int(c) for c in win_choices[i - w.start]]
-                        frame = _composite(frame, mask, win_filled[i - w.start])
+                        row = [w.start + int(c) for c in done[w][1][i - w.start]]
+                        frame = _with_fill(cache, full, done, w, i)
                         if fill == "copy":
                             others = [j for j in range(w.start, w.stop) if j != i and j not in row]
                             near = row + sorted(others, key=lambda j: (abs(j - i), j))[:copy_from]
-                            refs = [full[j] for j in near]
                             frame, stats = copy_fill(
                                 frame,
                                 mask,
-                                [_composite(f, m, win_filled[j - w.start]) for j, (f, m) in zip(near, refs)],
-                                [m for _, m in refs],
+                                [_with_fill(cache, full, done, w, j) for j in near],
+                                [full[j][1] for j in near],
                             )
                         else:
                             stats = FillStats(hole=int(mask.sum()))
@@ -403,6 +402,21 @@ def _composite(frame: np.ndarray, mask: np.ndarray, filled: np.ndarray) -> np.nd
     out = frame.copy()
     out[mask] = up[mask]
     return out
+
+
+def _with_fill(
+    cache: dict[tuple[Window, int], np.ndarray],
+    full: dict[int, tuple[np.ndarray, np.ndarray]],
+    done: dict[Window, tuple[np.ndarray, np.ndarray]],
+    w: Window,
+    j: int,
+) -> np.ndarray:
+    """Full-size frame j with window w's Γ fill in its holes, made once per window (a frame serves as
+    the target once and as a frame to copy from for up to ``copy_from + k`` others)."""
+    if (w, j) not in cache:
+        frame, mask = full[j]
+        cache[w, j] = _composite(frame, mask, done[w][0][j - w.start]) if mask.any() else frame
+    return cache[w, j]
 
 
 def _restore_windows(
