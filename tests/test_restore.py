@@ -622,6 +622,7 @@ BAD = {
     "output not mp4": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{od}/o.avi"],
     "output is the input": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/v.mp4"],
     "negative dilation": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--dilate", "-2"],
+    "negative copy-from": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--copy-from", "-1"],
 }
 
 
