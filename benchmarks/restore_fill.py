@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from rovr import fill as fill_module
 from rovr.config import RunConfig
 from rovr.data.corruption import rectangle_masks
 from rovr.metrics.image import psnr, ssim
@@ -69,8 +70,15 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="runs/demo", help="trained run (default runs/demo)")
     ap.add_argument("--data", default="../shared/data/real", help="folder with the real clips")
     ap.add_argument("--seed", type=int, default=0, help="seed of the rectangle masks (default 0)")
+    ap.add_argument(
+        "--max-error",
+        type=float,
+        default=fill_module.MAX_ERROR,
+        help=f"ring-error limit of the copy (default rovr.fill.MAX_ERROR = {fill_module.MAX_ERROR:g}; inf = none)",
+    )
     ap.add_argument("--figure", help="write a PNG of parkour's frame 45: holes | gamma | copy | original")
     args = ap.parse_args()
+    fill_module.MAX_ERROR = args.max_error
     data, run = Path(args.data), Path(args.checkpoint)
     cfg, _ = load_run(run)
     cases = []
@@ -125,7 +133,7 @@ def main() -> None:
                 f"| {tg:.1f} / {t0:.1f} / {tc:.1f} |"
             )
     print(
-        f"Checkpoint {run}, policy {res.policy}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
+        f"Checkpoint {run}, policy {res.policy}, copy limit {args.max_error:g}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
     )
     print(
         "| clip + holes | size, frames | hole area | gamma: hole PSNR dB / SSIM "

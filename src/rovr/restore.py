@@ -5,8 +5,8 @@ over the N frames (neighbours overlap when T does not divide N), each one episod
 reconstruction loop (:func:`rovr.reconstruct.reconstruct`, paper §5.1) at the model's working
 resolution. A frame in an overlap is written by the window it lies more central in, so every frame
 is written exactly once, in order. Windows run B at a time as one batch of episodes; full-size
-frames are held only until their window is written (at most B·T of them ahead of the writer, B
-chosen so they fit :data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
+frames are held only until their batch of windows is written (at most B·T of them ahead of the
+writer, B chosen so they and their filled copies fit :data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
 
 Only hole pixels are written; every other pixel of the output is the input's (up to the H.264
 encoding). ``fill="copy"`` (the default) takes each hole pixel from the frames the policy chose
@@ -73,13 +73,13 @@ class RestoreResult:
     work_size: tuple[int, int]  # (height, width) Γ ran at
     choices: list[list[int]] | None = None  # frame t -> its conditioning frames ([] if t has no hole)
     audio: str | None = None  # how the input's sound was carried (None: it has none, or audio=False)
-    fill: str = "copy"  # how hole pixels were filled: "copy" (chosen frames at full size) or "gamma"
+    fill: str = "copy"  # how hole pixels were filled: "copy" (chosen and nearby frames, full size) or "gamma"
     hole_pixels: int = 0  # hole pixels written
-    copied_pixels: int = 0  # of them copied from a chosen frame (fill="copy"); the rest are Γ's
+    copied_pixels: int = 0  # of them copied from another frame (fill="copy"); the rest are Γ's
 
     @property
     def copied(self) -> float:
-        """Fraction of the hole pixels copied from the chosen frames at full resolution."""
+        """Fraction of the hole pixels copied from other frames at full resolution."""
         return self.copied_pixels / self.hole_pixels if self.hole_pixels else 0.0
 
 
@@ -111,8 +111,9 @@ def plan_windows(num_frames: int, length: int) -> list[Window]:
 
 
 def windows_per_batch(height: int, width: int, length: int) -> int:
-    """Windows to run as one batch: their full-size frames (held until written) fit :data:`BATCH_BYTES`."""
-    per_window = length * height * width * 4  # RGB + mask bytes of one window's frames
+    """Windows to run as one batch: their full-size frames (held until the batch is written, each with
+    its mask and a copy with Γ's fill for ``fill="copy"``) fit :data:`BATCH_BYTES`."""
+    per_window = length * height * width * 7  # RGB + mask + RGB with Γ's fill, bytes per window
     return max(1, min(MAX_BATCH, BATCH_BYTES // per_window))
 
 
@@ -234,7 +235,8 @@ def restore_video(
     ``batch`` windows run together as one batch of episodes (default: as many as fit
     :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
     sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
-    "copy" (the chosen frames' full-size pixels where they show the hole, Γ's elsewhere; a video
+    "copy" (the full-size pixels of the chosen and nearby frames where they show the hole, Γ's
+    elsewhere; a video
     already at Γ's working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
     ``copy_from``: how many other frames of the window, nearest first, "copy" may also copy from.
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
@@ -293,9 +295,8 @@ def restore_video(
     )
     started = time.perf_counter()
     frame_iter = iter_frames(video)
-    full: dict[
-        int, tuple[np.ndarray, np.ndarray]
-    ] = {}  # (frame, mask) full size, until their window is written
+    # (frame, mask) at full size, held until their batch of windows is written
+    full: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) at the working size
     read = 0
     with VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None) as writer:
@@ -334,17 +335,17 @@ def restore_video(
                     row: list[int] = []
                     if mask.any():
                         row = [w.start + int(c) for c in done[w][1][i - w.start]]
-                        frame = _with_fill(cache, full, done, w, i)
                         if fill == "copy":
                             others = [j for j in range(w.start, w.stop) if j != i and j not in row]
                             near = row + sorted(others, key=lambda j: (abs(j - i), j))[:copy_from]
                             frame, stats = copy_fill(
-                                frame,
+                                _with_fill(cache, full, done, w, i),
                                 mask,
                                 [_with_fill(cache, full, done, w, j) for j in near],
                                 [full[j][1] for j in near],
                             )
                         else:
+                            frame = _composite(frame, mask, done[w][0][i - w.start])
                             stats = FillStats(hole=int(mask.sum()))
                         result.hole_pixels += stats.hole
                         result.copied_pixels += stats.copied
