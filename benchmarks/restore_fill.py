@@ -6,14 +6,17 @@ Holes are cut into clean real clips, so the truth under them is known: the mask 
 on the other clip of the same size (dogs_jump's masks on schoolgirls and back, first 66 frames),
 and on the 640x360 clips (parkour, skating) the paper's rectangle masks (the corruption config of
 the run, drawn per T-frame chunk at Γ's working size and scaled up, as `rovr evaluate` draws them).
-Each clip is restored three times by :func:`rovr.restore.restore_video` (the same windows, policy
-and Γ; only the fill differs): ``--fill gamma``, ``--fill copy --copy-from 0`` (only the frames the
-policy chose) and ``--fill copy`` with the default ``--copy-from`` (those and the nearest other
-frames of the window), and compared with the clean frames over the hole pixels: PSNR and SSIM
+Each clip is restored four times by :func:`rovr.restore.restore_video` (the same windows, policy
+and Γ; only the fill differs): ``--fill gamma``, ``--fill copy --copy-from 0 --copy-reach 0``
+(only the frames the policy chose), ``--copy-reach 0`` (those and the default ``--copy-from``
+nearest other frames) and the default (and then frames up to ``--copy-reach`` away), and compared
+with the clean frames over the hole pixels: PSNR and SSIM
 (:mod:`rovr.metrics.image`, the SSIM map averaged over hole pixels), mean over frames with holes.
 Both outputs pass through the same H.264 encoding. Prints a Markdown table (for BENCHMARKS.md);
 ``--figure PNG`` also writes frame 45 of parkour at half size: holes, gamma, copy (default), the
-original.
+original. ``--removal-figure PNG`` restores schoolgirls with its own masks (object removal, no truth
+to score) with ``--copy-reach 0`` and the default and writes frames 20 and 60 at half size: the
+original, ``--copy-reach 0``, the default.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from rovr import fill as fill_module
 from rovr.config import RunConfig
 from rovr.data.corruption import rectangle_masks
 from rovr.metrics.image import psnr, ssim
-from rovr.restore import COPY_FROM, load_run, restore_video, working_size
+from rovr.restore import COPY_FROM, COPY_REACH, load_run, restore_video, working_size
 from rovr.video import io
 
 
@@ -77,6 +80,10 @@ def main() -> None:
         help=f"ring-error limit of the copy (default rovr.fill.MAX_ERROR = {fill_module.MAX_ERROR:g}; inf = none)",
     )
     ap.add_argument("--figure", help="write a PNG of parkour's frame 45: holes | gamma | copy | original")
+    ap.add_argument(
+        "--removal-figure",
+        help="write a PNG of schoolgirls with its own masks: original | --copy-reach 0 | default (frames 20, 60)",
+    )
     args = ap.parse_args()
     fill_module.MAX_ERROR = args.max_error
     data, run = Path(args.data), Path(args.checkpoint)
@@ -108,16 +115,24 @@ def main() -> None:
             panels = (
                 [np.where(masks[45][..., None], 0, frames[45]).astype(np.uint8)] if len(frames) > 45 else []
             )
-            for fill, copy_from in (("gamma", 0), ("copy", 0), ("copy", COPY_FROM)):
-                out = root / f"{fill}{copy_from}.mp4"
-                res = restore_video(src, mdir, out, run, fill=fill, copy_from=copy_from, audio=False)
+            for fill, copy_from, reach in (
+                ("gamma", 0, 0),
+                ("copy", 0, 0),
+                ("copy", COPY_FROM, 0),
+                ("copy", COPY_FROM, COPY_REACH),
+            ):
+                out = root / f"{fill}{copy_from}_{reach}.mp4"
+                res = restore_video(
+                    src, mdir, out, run, fill=fill, copy_from=copy_from, copy_reach=reach, audio=False
+                )
                 restored = io.read_video(out)
                 p, s = hole_scores(restored, frames, masks)
-                if panels and (fill, copy_from) != ("copy", 0):
+                if panels and (fill == "gamma" or reach == COPY_REACH):
                     panels.append(restored[45])
                 cells.append((p, s, res.seconds, res.copied))
                 print(
-                    f"  {name} {fill} {copy_from}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)", file=sys.stderr
+                    f"  {name} {fill} {copy_from} {reach}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)",
+                    file=sys.stderr,
                 )
             if args.figure and name.startswith("parkour"):
                 row = np.concatenate([*panels, frames[45]], axis=1)
@@ -125,12 +140,27 @@ def main() -> None:
                     args.figure,
                     cv2.resize(row, (row.shape[1] // 2, row.shape[0] // 2), interpolation=cv2.INTER_AREA),
                 )
-            (pg, sg, tg, _), (p0, s0, t0, c0), (pc, sc, tc, cp) = cells
+            (pg, sg, tg, _), *copies = cells
             h, w = frames.shape[1:3]
             rows.append(
-                f"| {name} | {w}x{h}, {len(frames)} | {100 * masks.mean():.1f} % | {pg:.2f} / {sg:.3f} "
-                f"| {p0:.2f} / {s0:.3f} ({100 * c0:.0f} %) | {pc:.2f} / {sc:.3f} ({100 * cp:.0f} %) "
-                f"| {tg:.1f} / {t0:.1f} / {tc:.1f} |"
+                f"| {name} | {w}x{h}, {len(frames)} | {100 * masks.mean():.1f} % | {pg:.2f} / {sg:.3f} | "
+                + " | ".join(f"{p:.2f} / {s:.3f} ({100 * c:.0f} %)" for p, s, _, c in copies)
+                + f" | {' / '.join(f'{t:.1f}' for t in [tg] + [c[2] for c in copies])} |"
+            )
+    if args.removal_figure:
+        with tempfile.TemporaryDirectory(prefix="restore_fill_") as tmp:
+            clip, outs = data / "schoolgirls.mp4", []
+            for reach in (0, COPY_REACH):
+                out = Path(tmp) / f"reach{reach}.mp4"
+                restore_video(clip, data / "schoolgirls_mask", out, run, copy_reach=reach, audio=False)
+                outs.append(io.read_video(out))
+            original = io.read_video(clip)
+            grid = np.concatenate(
+                [np.concatenate([original[i], *(o[i] for o in outs)], axis=1) for i in (20, 60)]
+            )
+            io.write_png(
+                args.removal_figure,
+                cv2.resize(grid, (grid.shape[1] // 2, grid.shape[0] // 2), interpolation=cv2.INTER_AREA),
             )
     print(
         f"Checkpoint {run}, policy {res.policy}, copy limit {args.max_error:g}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
@@ -138,9 +168,10 @@ def main() -> None:
     print(
         "| clip + holes | size, frames | hole area | gamma: hole PSNR dB / SSIM "
         "| copy, chosen frames only (copied) "
-        f"| copy, chosen + {COPY_FROM} nearest (copied) | s: gamma / chosen / default |"
+        f"| copy, chosen + {COPY_FROM} nearest (copied) | copy, default: and up to {COPY_REACH} frames away "
+        "| s: gamma / chosen / nearest / default |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
 

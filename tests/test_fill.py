@@ -111,6 +111,36 @@ def test_the_second_frame_fills_what_the_best_one_does_not_show() -> None:
     assert stats.copied == mask.sum()
 
 
+def test_a_later_tier_gives_only_what_the_earlier_one_does_not_show() -> None:
+    """The same two frames as above in two tiers, the noisy one first: it gives every pixel it shows,
+    although the exact frame matches better; the exact one only fills the noisy one's own hole. With
+    nothing left after the first tier, a second-tier frame is never used."""
+    h, w = 64, 64
+    truth = texture(h, w, 3)
+    mask = box(h, w, 24, 24, 14, 14)
+    noisy = np.clip(truth.astype(int) + np.random.default_rng(4).integers(-6, 7, truth.shape), 0, 255).astype(
+        np.uint8
+    )
+    noisy_hole = box(h, w, 24, 24, 14, 5)
+    none = np.zeros((h, w), bool)
+    noisy_filled = noisy.copy()
+    noisy_filled[noisy_hole] = 0  # its own Γ fill, unlike the target's
+    target = with_gamma_fill(truth, mask)
+    out, stats = copy_fill(target, mask, [noisy_filled, truth], [noisy_hole, none], tiers=(1, 1))
+    hidden = cv2.dilate(noisy_hole.astype(np.uint8), np.ones((2 * GUARD + 1,) * 2, np.uint8)) > 0
+    np.testing.assert_array_equal(out[mask & ~hidden], noisy[mask & ~hidden])  # first tier first
+    np.testing.assert_array_equal(out[mask & hidden], truth[mask & hidden])  # second tier: the rest
+    assert stats.copied == mask.sum()
+    # one tier: ranked together, the exact frame wins everywhere
+    together, _ = copy_fill(target, mask, [noisy_filled, truth], [noisy_hole, none])
+    np.testing.assert_array_equal(together, truth)
+    # the first tier shows everything: an (unmatchable) second-tier frame is never looked at
+    first, _ = copy_fill(target, mask, [noisy, np.zeros((h, w, 3), np.uint8)], [none, none], tiers=(1, 1))
+    np.testing.assert_array_equal(first[mask], noisy[mask])
+    with pytest.raises(ValueError, match="do not split"):
+        copy_fill(target, mask, [noisy, truth], [none, none], tiers=(1,))
+
+
 def test_a_frame_that_does_not_match_gives_nothing() -> None:
     h, w = 64, 64
     truth, unrelated = texture(h, w, 5), texture(h, w, 6)

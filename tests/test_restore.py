@@ -398,7 +398,7 @@ def test_copy_from_other_frames_fills_what_the_chosen_ones_hide(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hole stays in one place for four frames, so t-1 and t-2 (sequential) often hide it too;
-    with --copy-from 2 the nearest other frames of the window fill every hole pixel exactly."""
+    with --copy-from 2 the nearest other frames fill every hole pixel exactly (no farther frames)."""
     n, h, w = 12, 96, 128
     frames = panning_texture(n, h, w)
     holes = np.zeros((n, h, w), bool)
@@ -411,21 +411,84 @@ def test_copy_from_other_frames_fills_what_the_chosen_ones_hide(
     masks = write_masks(tmp_path / "masks", holes)
     monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
     chosen = restore_video(
-        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", copy_from=0
+        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", copy_from=0, copy_reach=0
     )
     assert 0.2 < chosen.copied < 0.6
     more = restore_video(
-        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", copy_from=2
+        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", copy_from=2, copy_reach=0
     )
     out = np.stack(CapturingWriter.frames)
     assert more.copied == 1.0 and np.array_equal(out, frames)
 
 
-def test_cli_copy_from_default_is_the_library_default() -> None:
+@pytest.mark.parametrize("batch", [1, None])
+def test_frames_farther_than_the_window_fill_what_it_hides(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int | None
+) -> None:
+    """Object removal with a static camera: the hole drifts 2 px a frame, so the background under a
+    20 px wide hole is seen again only 12 frames away (T = 8): with --copy-reach 0 much stays Γ's,
+    with --copy-reach 16 every hole pixel is the background, exactly, whether windows run one at a time
+    or together (the writer waits for the frames it copies from)."""
+    n, h, w = 40, 96, 128
+    frames = np.repeat(panning_texture(1, h, w), n, axis=0)
+    holes = np.zeros((n, h, w), bool)
+    for i in range(n):
+        holes[i, 30:60, 10 + 2 * i : 30 + 2 * i] = True
+    io.write_frames(tmp_path / "in", frames)
+    masks = write_masks(tmp_path / "masks", holes)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    near = restore_video(
+        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", batch=batch, copy_reach=0
+    )
+    assert near.copied < 0.7
+    far = restore_video(
+        tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", batch=batch, copy_reach=16
+    )
+    out = np.stack(CapturingWriter.frames)
+    assert far.copied == 1.0 and np.array_equal(out, frames)
+
+
+def test_frames_filled_in_parallel_are_the_same_frames(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fill copy fills several frames at once (one per CPU); the output does not depend on how many."""
+    n, h, w = 30, 64, 80
+    frames = panning_texture(n, h, w)
+    holes = np.zeros((n, h, w), bool)
+    for i in range(n):
+        holes[i, 10 + i : 30 + i, 20:50] = True
+    io.write_frames(tmp_path / "in", frames)
+    masks = write_masks(tmp_path / "masks", holes)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    outs = []
+    for threads in (1, 3):
+        monkeypatch.setattr(restore_module, "copy_threads", lambda t=threads: t)
+        res = restore_video(tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, batch=1)
+        assert res.frames == n and res.copied > 0.3
+        outs.append(np.stack(CapturingWriter.frames))
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_copy_sources_by_hand() -> None:
+    assert restore_module.reach_distances(30) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22, 27]
+    assert restore_module.reach_distances(0) == []
+    # chosen first, then the nearest others (ties: earlier first); far: the ladder, both sides, nearest first
+    near, far = restore_module.copy_sources(10, 40, [9, 8], 2, 8)
+    assert near == [9, 8, 11, 12] and far == [7, 13, 6, 14, 5, 15, 4, 16, 3, 17, 2, 18]
+    assert restore_module.copy_sources(0, 40, [1, 2], 2, 3) == ([1, 2, 3, 4], [])  # the video's start
+    assert restore_module.copy_sources(5, 10, [4, 6], 1, 0) == ([4, 6, 3], [])  # beyond ±copy_from
+    assert restore_module.copy_sources(9, 10, [8, 7], 3, 30) == (
+        [8, 7, 6, 5, 4],
+        [3, 2, 1],
+    )  # 9 is not a rung
+
+
+def test_cli_copy_defaults_are_the_library_defaults() -> None:
     from rovr.cli import build_parser
 
     args = build_parser().parse_args(["restore", "v.mp4", "--masks", "m", "-o", "o.mp4"])
     assert args.copy_from == restore_module.COPY_FROM and args.fill == "copy"
+    assert args.copy_reach == restore_module.COPY_REACH
 
 
 def test_a_video_at_the_working_size_keeps_gammas_fill(
@@ -456,6 +519,8 @@ def test_unknown_fill_or_copy_from_is_one_line(run_dir: Path, tmp_path: Path) ->
         restore_video(video, masks, tmp_path / "o.mp4", run_dir, fill="sharp")
     with pytest.raises(RovrError, match="--copy-from must be >= 0 frames"):
         restore_video(video, masks, tmp_path / "o.mp4", run_dir, copy_from=-1)
+    with pytest.raises(RovrError, match="--copy-reach must be >= 0 frames"):
+        restore_video(video, masks, tmp_path / "o.mp4", run_dir, copy_reach=-1)
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -482,10 +547,12 @@ def test_frame_folder_without_holes_is_copied(
     assert json.loads(report.read_text())["conditioning"] == [[]] * n
 
 
+@pytest.mark.parametrize(("fill", "reach", "lag"), [("gamma", 0, 0), ("copy", 0, 8), ("copy", 20, 20)])
 def test_frames_are_held_only_until_written(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: str, reach: int, lag: int
 ) -> None:
-    """Memory is bounded: no more than batch x T frames are ever read ahead of the writer."""
+    """Memory is bounded: no more than batch x T frames are ever read ahead of the writer, plus, when
+    copying, the frames a frame may copy from (those of its window and up to --copy-reach away)."""
     n, h, w, batch = 70, 24, 32, 2
     video = tmp_path / "in.mp4"
     io.write_video(video, indexed_video(n, h, w), fps=24)
@@ -505,9 +572,9 @@ def test_frames_are_held_only_until_written(
 
     monkeypatch.setattr(restore_module, "iter_frames", counting_frames)
     monkeypatch.setattr(restore_module, "VideoWriter", CountingWriter)
-    res = restore_video(video, masks, tmp_path / "o.mp4", run_dir, batch=batch)
+    res = restore_video(video, masks, tmp_path / "o.mp4", run_dir, batch=batch, fill=fill, copy_reach=reach)
     assert res.frames == len(CapturingWriter.frames) == len(reads) == n
-    assert 0 < max(ahead) <= batch * T
+    assert 0 < max(ahead) <= batch * T + lag
 
 
 def test_interrupt_leaves_no_output_and_no_temp_file(run_dir: Path, tmp_path: Path) -> None:
@@ -623,6 +690,16 @@ BAD = {
     "output is the input": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/v.mp4"],
     "negative dilation": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--dilate", "-2"],
     "negative copy-from": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--copy-from", "-1"],
+    "negative copy-reach": [
+        "restore",
+        "{d}/v.mp4",
+        "--masks",
+        "{d}/masks",
+        "-o",
+        "{o}",
+        "--copy-reach",
+        "-1",
+    ],
 }
 
 

@@ -204,6 +204,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             audio=not args.no_audio,
             fill=args.fill,
             copy_from=args.copy_from,
+            copy_reach=args.copy_reach,
         )
     sound = f"; audio {res.audio}" if res.audio else ""
     copied = f"; {100 * res.copied:.0f}% of hole pixels copied at full size" if res.fill == "copy" else ""
@@ -352,8 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=6,
         metavar="N",
-        help="--fill copy also copies from the N nearest other frames of the window (default 6; 0 = only "
+        help="--fill copy ranks the N nearest other frames with the chosen ones (default 6; 0 = only "
         "the frames the policy chose; each frame costs one match per hole region)",
+    )
+    p.add_argument(
+        "--copy-reach",
+        type=int,
+        default=30,
+        metavar="R",
+        help="--fill copy looks up to R frames away for what those frames do not show (default 30; "
+        "0 = no farther; needs 2R frames held in memory, lowered for very large frames)",
     )
     p.add_argument(
         "--no-audio",

@@ -2,8 +2,8 @@
 
 Γ runs at the training resolution (short side ``data.size``, 64 in the demo), so on a 640x360
 video its fill, upsampled, is a blur. The frames the policy chose to condition on usually show
-most of the hole at full resolution, displaced by camera and object motion (restore offers them
-and the nearest other frames of the window). :func:`copy_fill` moves their pixels in: for each
+most of the hole at full resolution, displaced by camera and object motion (restore offers them,
+the nearest other frames and, where those leave pixels, frames up to ``--copy-reach`` away). :func:`copy_fill` moves their pixels in: for each
 connected region ``C`` of the target's holes, grown by ``margin`` pixels, and each offered frame
 ``j``, it finds the integer translation
 
@@ -13,8 +13,10 @@ where ``G`` is the target with Γ's upsampled fill in its holes, ``R_j`` frame j
 its own holes, and ``w = 1`` on the ring of known pixels around the hole, ``1/2`` inside it (where
 ``G`` is only Γ's blurred estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel
 ``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
-(frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count), and
-keeps Γ's fill where no offered frame shows it (and in a region with no known pixel around it,
+(frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count; frames
+offered in groups, ``tiers``, are ranked within a group, and a later group only gives what the
+earlier ones did not show: restore offers the chosen and nearest frames first, farther ones after),
+and keeps Γ's fill where no offered frame shows it (and in a region with no known pixel around it,
 such as a frame that is all hole). A frame that, so placed, still differs from the
 target on the known ring by a mean squared error over :data:`MAX_ERROR` (it does not match around
 this hole: occlusion, deformation, another object) gives nothing there; the test reads only known
@@ -111,19 +113,27 @@ def copy_fill(
     search: int | None = None,
     margin: int = 8,
     max_error: float | None = None,
+    tiers: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, FillStats]:
     """Replace the hole pixels of ``target`` by the offered frames' own, aligned per hole region.
 
     ``target`` (H, W, 3) uint8 already holds Γ's upsampled fill in its holes ``mask`` (H, W) bool;
     ``refs`` are the frames to copy from, likewise filled in their own holes ``ref_masks``. Returns a new
     frame (only hole pixels may differ from ``target``) and how many hole pixels were copied.
-    ``max_error`` defaults to :data:`MAX_ERROR` as it is at the call.
+    ``max_error`` defaults to :data:`MAX_ERROR` as it is at the call. ``tiers``: sizes of consecutive
+    groups of ``refs`` (default: one group of all); each group is ranked by ``E_j`` and used best
+    first, and a later group is matched on a region only if the groups before it left some of its
+    hole pixels, and gives only those.
     """
     H, W = mask.shape
     out = target.copy()
     stats = FillStats(hole=int(mask.sum()))
     if not stats.hole or not refs:
         return out, stats
+    tiers = [len(refs)] if tiers is None else list(tiers)
+    if sum(tiers) != len(refs) or min(tiers) < 0:
+        raise ValueError(f"tiers {tiers} do not split {len(refs)} frames")
+    bounds = np.cumsum([0, *tiers])
     S = default_search(H, W) if search is None else search
     limit = MAX_ERROR if max_error is None else max_error
     grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
@@ -153,22 +163,28 @@ def copy_fill(
             continue
         weight = np.where(hole, HOLE_WEIGHT, 1.0).astype(np.float32) * region
         template = g[y0 : y0 + h, x0 : x0 + w]
-        # frame j around the region, every candidate placement included
-        windows = [p[y0 : y0 + h + 2 * S, x0 : x0 + w + 2 * S].astype(np.float32) for p in padded]
-        ranked = sorted(
-            (match_region(win, template, weight, 0, 0, S)[::-1], j) for j, win in enumerate(windows)
-        )  # ((E, dx, dy), j), best first
         todo = hole.copy()
         patch = out[y0 : y0 + h, x0 : x0 + w]
-        for (_, dx, dy), j in ranked:
-            src = windows[j][S + dy : S + dy + h, S + dx : S + dx + w]
-            if float(((src[ring] - template[ring]) ** 2).mean()) > limit:
-                continue
-            ys, xs = y0 + S + dy, x0 + S + dx
-            take = todo & (shows[j][ys : ys + h, xs : xs + w] > 0)
-            patch[take] = np.clip(np.rint(src[take]), 0, 255).astype(np.uint8)
-            todo &= ~take
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
             if not todo.any():
                 break
+            # frame j around the region, every candidate placement included
+            windows = {
+                j: padded[j][y0 : y0 + h + 2 * S, x0 : x0 + w + 2 * S].astype(np.float32)
+                for j in range(int(lo), int(hi))
+            }
+            ranked = sorted(
+                (match_region(win, template, weight, 0, 0, S)[::-1], j) for j, win in windows.items()
+            )  # ((E, dx, dy), j), best first
+            for (_, dx, dy), j in ranked:
+                src = windows[j][S + dy : S + dy + h, S + dx : S + dx + w]
+                if float(((src[ring] - template[ring]) ** 2).mean()) > limit:
+                    continue
+                ys, xs = y0 + S + dy, x0 + S + dx
+                take = todo & (shows[j][ys : ys + h, xs : xs + w] > 0)
+                patch[take] = np.clip(np.rint(src[take]), 0, 255).astype(np.uint8)
+                todo &= ~take
+                if not todo.any():
+                    break
         stats.copied += int((hole & ~todo).sum())
     return out, stats

@@ -3,18 +3,22 @@
 The video is streamed through windows of the model's T frames: ``ceil(N / T)`` windows spread evenly
 over the N frames (neighbours overlap when T does not divide N), each one episode of the
 reconstruction loop (:func:`rovr.reconstruct.reconstruct`, paper §5.1) at the model's working
-resolution. A frame in an overlap is written by the window it lies more central in, so every frame
-is written exactly once, in order. Windows run B at a time as one batch of episodes; full-size
-frames are held only until their batch of windows is written (at most B·T of them ahead of the
-writer, B chosen so they and their filled copies fit :data:`BATCH_BYTES`), so memory stays bounded whatever the video's length.
+resolution. A frame in an overlap is taken from the window it lies more central in, so every frame
+is written exactly once, in order. Windows run B at a time as one batch of episodes.
 
 Only hole pixels are written; every other pixel of the output is the input's (up to the H.264
-encoding). ``fill="copy"`` (the default) takes each hole pixel from the frames the policy chose
-and the ``copy_from`` nearest other frames of the window, at full resolution and aligned per hole
-region (:func:`rovr.fill.copy_fill`), and from Γ's output, resized to the input's resolution,
-where none of them shows it; ``fill="gamma"`` writes Γ's
-resized output only (the paper's reconstruction, blurred by the upsampling). The output keeps the
-input's size and frame rate and appears under its name only when complete.
+encoding). ``fill="copy"`` (the default) takes each hole pixel at full resolution, aligned per hole
+region (:func:`rovr.fill.copy_fill`), from the frames the policy chose and the ``copy_from``
+nearest other frames, then, where none of them shows it, from frames up to ``copy_reach`` away
+(:func:`copy_sources`), and from Γ's output, resized to the input's resolution, where no frame
+shows it; ``fill="gamma"`` writes Γ's resized output only (the paper's reconstruction, blurred by
+the upsampling). The output keeps the input's size and frame rate and appears under its name only
+when complete.
+
+Memory stays bounded whatever the video's length: a full-size frame (with Γ's fill once its window
+has run) is held from its reading until no frame left to write may copy from it, at most
+``max(T, copy_from + k, copy_reach)`` frames either side of the writer plus one batch of windows
+(B chosen so they fit :data:`BATCH_BYTES`, ``copy_reach`` lowered to fit :data:`REACH_BYTES`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +64,15 @@ FILLS = ("copy", "gamma")
 #: BENCHMARKS.md ("Restoring at full resolution"): 6 doubles the copy's cost and adds 0.4-2.7 dB of
 #: hole PSNR to copying from the chosen frames alone on the real clips.
 COPY_FROM = 6
+#: How far (frames) ``fill="copy"`` looks for what the chosen and nearest frames do not show.
+#: BENCHMARKS.md ("Restoring at full resolution"): objects removed with their masks moving with them
+#: need frames 10-30 away; 30 (1 s at 30 fps) gains as much as 63 on the real clips.
+COPY_REACH = 30
+#: Memory allowed for the full-size frames held around the one being written for copying
+#: (``copy_reach`` is lowered to fit: 64 frames each way at 1080p, 16 at 4K).
+REACH_BYTES = 2**30
+#: Bytes per pixel of a held frame: RGB (or RGB with Γ's fill) and its mask.
+FRAME_BYTES = 4
 
 
 @dataclass
@@ -110,11 +124,47 @@ def plan_windows(num_frames: int, length: int) -> list[Window]:
     return [Window(s, s + length, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
 
 
-def windows_per_batch(height: int, width: int, length: int) -> int:
-    """Windows to run as one batch: their full-size frames (held until the batch is written, each with
-    its mask and a copy with Γ's fill for ``fill="copy"``) fit :data:`BATCH_BYTES`."""
-    per_window = length * height * width * 7  # RGB + mask + RGB with Γ's fill, bytes per window
-    return max(1, min(MAX_BATCH, BATCH_BYTES // per_window))
+def windows_per_batch(height: int, width: int, length: int, held: int = 0) -> int:
+    """Windows to run as one batch: their full-size frames (each, with its mask, held until written)
+    and ``held`` frames kept around them for copying fit :data:`BATCH_BYTES` (at least one window)."""
+    per_frame = FRAME_BYTES * height * width
+    return max(1, min(MAX_BATCH, (BATCH_BYTES - held * per_frame) // (length * per_frame)))
+
+
+def copy_threads() -> int:
+    """Frames filled at once by ``fill="copy"``: one per CPU this process may run on (at most 8)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def reach_distances(reach: int) -> list[int]:
+    """Frame distances 1 .. ``reach`` that the copy looks at: each one up to 8, then about 25 % apart
+    (1, ..., 8, 10, 12, 15, 18, 22, 27, ...): far away, neighbouring frames show nearly the same."""
+    out, d = [], 1
+    while d <= reach:
+        out.append(d)
+        d += max(1, d // 4)
+    return out
+
+
+def copy_sources(
+    i: int, n: int, chosen: Sequence[int], copy_from: int, reach: int
+) -> tuple[list[int], list[int]]:
+    """Frames the copy fill of frame ``i`` (of ``n``) uses: ``(near, far)``.
+
+    ``near``: the ``chosen`` frames, then the ``copy_from`` nearest other frames (ties: earlier first),
+    ranked together; ``far``: the frames at :func:`reach_distances` (``reach``) from ``i`` not in
+    ``near``, nearest first, used only where ``near`` does not show the hole.
+    """
+    near = list(chosen)
+    span = copy_from + len(near)  # the nearest copy_from frames not chosen lie within it
+    others = sorted(
+        (j for j in range(max(0, i - span), min(n, i + span + 1)) if j != i and j not in near),
+        key=lambda j: (abs(j - i), j),
+    )
+    near += others[:copy_from]
+    far = [j for d in reach_distances(reach) for j in (i - d, i + d) if 0 <= j < n and j not in near]
+    return near, far
 
 
 def working_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -225,6 +275,7 @@ def restore_video(
     audio: bool = True,
     fill: str = "copy",
     copy_from: int = COPY_FROM,
+    copy_reach: int = COPY_REACH,
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -238,7 +289,9 @@ def restore_video(
     "copy" (the full-size pixels of the chosen and nearby frames where they show the hole, Γ's
     elsewhere; a video
     already at Γ's working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
-    ``copy_from``: how many other frames of the window, nearest first, "copy" may also copy from.
+    ``copy_from``: how many other frames, nearest first, "copy" also ranks with the chosen ones;
+    ``copy_reach``: how far (frames) it looks beyond them for what they do not show
+    (:func:`copy_sources`; lowered to fit :data:`REACH_BYTES`).
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -251,6 +304,8 @@ def restore_video(
         raise RovrError(f"--fill must be one of {', '.join(FILLS)} (got {fill!r})")
     if copy_from < 0:
         raise RovrError(f"--copy-from must be >= 0 frames (got {copy_from})")
+    if copy_reach < 0:
+        raise RovrError(f"--copy-reach must be >= 0 frames (got {copy_reach})")
     check_paths(video, out, report)
     info = probe(video)
     mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
@@ -273,10 +328,19 @@ def restore_video(
     plan = plan_windows(info.frames, length)
     work = working_size(info.height, info.width, cfg.data.size)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
-    batch = batch or windows_per_batch(info.height, info.width, length)
     if fill == "copy" and work == (info.height, info.width):
         fill = "gamma"  # Γ already worked at the video's size and saw the chosen frames: nothing to sharpen
         log.info("the video is at Γ's working size: Γ's fill is written as it is")
+    reach = min(copy_reach, REACH_BYTES // (2 * FRAME_BYTES * info.height * info.width))
+    if fill == "copy" and reach < copy_reach:
+        log.info(
+            "copying from at most %d frames away (not %d): frames this large fill REACH_BYTES",
+            reach,
+            copy_reach,
+        )
+    # frames a written frame may copy from lie at most `lag` before or after it
+    lag = max(length - 1, copy_from + cfg.k, reach) if fill == "copy" else 0
+    batch = batch or windows_per_batch(info.height, info.width, length, held=2 * lag)
     log.info(
         "restoring %d frames of %dx%d in %d windows of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
         info.frames,
@@ -295,11 +359,17 @@ def restore_video(
     )
     started = time.perf_counter()
     frame_iter = iter_frames(video)
-    # (frame, mask) at full size, held until their batch of windows is written
-    full: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    full: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) read, not yet through Γ
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) at the working size
-    read = 0
-    with VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None) as writer:
+    # frame i with its writing window's Γ fill in its holes (full size), its mask and its chosen
+    # frames; held while a later frame may copy from it
+    ready: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+    read = written = 0
+    threads = copy_threads()
+    with (
+        VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None) as writer,
+        ThreadPoolExecutor(threads) as pool,
+    ):
         for g in range(0, len(plan), batch):
             group = plan[g : g + batch]
             while read < group[-1].stop:
@@ -328,38 +398,63 @@ def restore_video(
                     device,
                 )
                 done = {w: (filled[b], picked[b]) for b, w in enumerate(todo)}
-            cache: dict[tuple[Window, int], np.ndarray] = {}  # frame j of window w with Γ's fill, full size
             for w in group:
                 for i in range(w.write_from, w.write_to):
-                    frame, mask = full[i]
-                    row: list[int] = []
+                    frame, mask = full.pop(i)
                     if mask.any():
-                        row = [w.start + int(c) for c in done[w][1][i - w.start]]
-                        if fill == "copy":
-                            others = [j for j in range(w.start, w.stop) if j != i and j not in row]
-                            near = row + sorted(others, key=lambda j: (abs(j - i), j))[:copy_from]
-                            frame, stats = copy_fill(
-                                _with_fill(cache, full, done, w, i),
-                                mask,
-                                [_with_fill(cache, full, done, w, j) for j in near],
-                                [full[j][1] for j in near],
-                            )
-                        else:
-                            frame = _composite(frame, mask, done[w][0][i - w.start])
-                            stats = FillStats(hole=int(mask.sum()))
-                        result.hole_pixels += stats.hole
-                        result.copied_pixels += stats.copied
-                    writer.write(frame)
-                    if result.choices is not None:
-                        result.choices.append(row)
-                result.frames += w.write_to - w.write_from
+                        rec, chosen = done[w][0][i - w.start], done[w][1][i - w.start]
+                        ready[i] = (_composite(frame, mask, rec), mask, [w.start + int(c) for c in chosen])
+                    else:
+                        ready[i] = (frame, mask, [])
+            known = group[-1].write_to  # every frame before it is in `ready`
+            # the frames that can be written now: every frame they copy from is in `ready`
+            now: list[tuple[int, list[int], list[int]]] = []  # (frame, near, far: copy_sources)
+            while written + len(now) < known:
+                i = written + len(now)
+                near, far = (
+                    copy_sources(i, info.frames, ready[i][2], copy_from, reach)
+                    if fill == "copy" and ready[i][1].any()
+                    else ([], [])
+                )
+                if near + far and max(near + far) >= known:
+                    break  # a frame it copies from is in a later batch
+                now.append((i, near, far))
+
+            def finish(item: tuple[int, list[int], list[int]]) -> tuple[np.ndarray, FillStats]:
+                i, near, far = item
+                target, mask, _ = ready[i]
+                if not near + far:
+                    return target, FillStats(hole=int(mask.sum()))
+                return copy_fill(
+                    target,
+                    mask,
+                    [ready[j][0] for j in near + far],
+                    [ready[j][1] for j in near + far],
+                    tiers=(len(near), len(far)),
+                )
+
+            # frames are filled in parallel (OpenCV releases the GIL) and written in order, a few
+            # at a time so that finished frames do not pile up ahead of the encoder
+            step = 2 * threads
+            done_now = (r for k in range(0, len(now), step) for r in pool.map(finish, now[k : k + step]))
+            for (i, _, _), (target, stats) in zip(now, done_now):
+                result.hole_pixels += stats.hole
+                result.copied_pixels += stats.copied
+                writer.write(target)
+                if result.choices is not None:
+                    result.choices.append(ready[i][2])
+                written += 1
+                result.frames += 1
                 if on_frames is not None:
-                    on_frames(w.write_to - w.write_from)
+                    on_frames(1)
+            for i in [i for i in ready if i < written - lag]:
+                del ready[i]
             keep_from = plan[g + batch].start if g + batch < len(plan) else read
-            for held in (small, full):
-                for i in [i for i in held if i < keep_from]:
-                    del held[i]
+            for i in [i for i in small if i < keep_from]:
+                del small[i]
             assert len(small) <= length and len(full) <= length  # only the next window's overlap is kept
+            assert len(ready) <= 2 * lag + batch * length
+    assert result.frames == info.frames and not full
     assert result.frames == info.frames and not full
     result.seconds = time.perf_counter() - started
     result.audio = writer.audio
@@ -403,21 +498,6 @@ def _composite(frame: np.ndarray, mask: np.ndarray, filled: np.ndarray) -> np.nd
     out = frame.copy()
     out[mask] = up[mask]
     return out
-
-
-def _with_fill(
-    cache: dict[tuple[Window, int], np.ndarray],
-    full: dict[int, tuple[np.ndarray, np.ndarray]],
-    done: dict[Window, tuple[np.ndarray, np.ndarray]],
-    w: Window,
-    j: int,
-) -> np.ndarray:
-    """Full-size frame j with window w's Γ fill in its holes, made once per window (a frame serves as
-    the target once and as a frame to copy from for up to ``copy_from + k`` others)."""
-    if (w, j) not in cache:
-        frame, mask = full[j]
-        cache[w, j] = _composite(frame, mask, done[w][0][j - w.start]) if mask.any() else frame
-    return cache[w, j]
 
 
 def _restore_windows(
