@@ -7,6 +7,7 @@ must behave the same whatever the weights. The CLI runs as a subprocess.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -423,7 +424,11 @@ def test_copy_from_other_frames_fills_what_the_chosen_ones_hide(
 
 @pytest.mark.parametrize("batch", [1, None])
 def test_frames_farther_than_the_window_fill_what_it_hides(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int | None
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    batch: int | None,
 ) -> None:
     """Object removal with a static camera: the hole drifts 2 px a frame, so the background under a
     20 px wide hole is seen again only 12 frames away (T = 8): with --copy-reach 0 much stays Γ's,
@@ -441,11 +446,26 @@ def test_frames_farther_than_the_window_fill_what_it_hides(
         tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", batch=batch, copy_reach=0
     )
     assert near.copied < 0.7
+    near_out = np.stack(CapturingWriter.frames)
     far = restore_video(
         tmp_path / "in", masks, tmp_path / "o.mp4", run_dir, policy="sequential", batch=batch, copy_reach=16
     )
     out = np.stack(CapturingWriter.frames)
     assert far.copied == 1.0 and np.array_equal(out, frames)
+    # frames too large for REACH_BYTES: the reach is lowered (here to 0 frames), and the log says so
+    monkeypatch.setattr(restore_module, "REACH_BYTES", 2 * 4 * h * w - 1)
+    with caplog.at_level(logging.WARNING, logger="rovr.restore"):
+        capped = restore_video(
+            tmp_path / "in",
+            masks,
+            tmp_path / "o.mp4",
+            run_dir,
+            policy="sequential",
+            batch=batch,
+            copy_reach=16,
+        )
+    assert capped.copied == near.copied and np.array_equal(np.stack(CapturingWriter.frames), near_out)
+    assert "copying from at most 0 frames away (not 16)" in caplog.text
 
 
 def test_frames_filled_in_parallel_are_the_same_frames(

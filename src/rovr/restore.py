@@ -333,10 +333,15 @@ def restore_video(
         log.info("the video is at Γ's working size: Γ's fill is written as it is")
     reach = min(copy_reach, REACH_BYTES // (2 * FRAME_BYTES * info.height * info.width))
     if fill == "copy" and reach < copy_reach:
-        log.info(
-            "copying from at most %d frames away (not %d): frames this large fill REACH_BYTES",
+        log.warning(
+            "copying from at most %d frames away (not %d): the %d frames either side of %dx%d would "
+            "need more than %d MiB (rovr.restore.REACH_BYTES)",
             reach,
             copy_reach,
+            copy_reach,
+            info.width,
+            info.height,
+            REACH_BYTES // 2**20,
         )
     # frames a written frame may copy from lie at most `lag` before or after it
     lag = max(length - 1, copy_from + cfg.k, reach) if fill == "copy" else 0
