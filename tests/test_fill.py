@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rovr.fill import GUARD, MAX_ERROR, copy_fill, default_search, match_region
+from rovr.fill import GUARD, MAX_ERROR, _shows, _view, copy_fill, default_search, match_region
 
 
 def texture(h: int, w: int, seed: int, sigma: float = 1.5) -> np.ndarray:
@@ -193,3 +193,33 @@ def test_holes_at_the_border_are_copied_from_inside_the_frame() -> None:
 @pytest.mark.parametrize(("h", "w", "expect"), [(64, 64, 8), (360, 640, 32), (1080, 1920, 96)])
 def test_default_search_grows_with_the_frame(h: int, w: int, expect: int) -> None:
     assert default_search(h, w) == expect
+
+
+def test_views_outside_the_frame_equal_padding_the_whole_frame() -> None:
+    """copy_fill crops each frame around a region instead of padding whole frames: the crop, however far
+    outside (mirrored again and again when the frame is small), equals OpenCV's BORDER_REFLECT padding
+    of the whole frame, and where a frame may give pixels equals its whole mask grown by GUARD, with
+    nothing outside the frame."""
+    rng = np.random.default_rng(0)
+    P = 100
+    kernel = np.ones((2 * GUARD + 1, 2 * GUARD + 1), np.uint8)
+    for _ in range(2000):
+        H, W = (int(v) for v in rng.integers(1, 30, 2))
+        img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        mask = rng.random((H, W)) < 0.1
+        y, x = (int(v) for v in rng.integers(-40, 40, 2))
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        padded = cv2.copyMakeBorder(img, P, P, P, P, cv2.BORDER_REFLECT)
+        np.testing.assert_array_equal(_view(img, y, x, h, w), padded[P + y : P + y + h, P + x : P + x + w])
+        shows = cv2.copyMakeBorder(
+            (cv2.dilate(mask.astype(np.uint8), kernel) == 0).astype(np.uint8),
+            P,
+            P,
+            P,
+            P,
+            cv2.BORDER_CONSTANT,
+            value=0,
+        )
+        np.testing.assert_array_equal(
+            _shows(mask, y, x, h, w), shows[P + y : P + y + h, P + x : P + x + w] > 0
+        )

@@ -74,6 +74,43 @@ def _best_offset(image: np.ndarray, template: np.ndarray, weight: np.ndarray) ->
     return int(dy), int(dx), float(res[dy, dx]) / (3.0 * float((weight**2).sum()))
 
 
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices outside 0..size-1 mirrored as OpenCV's ``BORDER_REFLECT`` does (fedcba|abcdef|fedcba)."""
+    i = np.mod(index, 2 * size)
+    return np.where(i >= size, 2 * size - 1 - i, i)
+
+
+def _view(img: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """``img[y : y + h, x : x + w]``, the parts outside the frame mirrored (``BORDER_REFLECT``): the
+    same pixels as padding the whole frame and cropping, without the whole padded copy."""
+    H, W = img.shape[:2]
+    if 0 <= y and y + h <= H and 0 <= x and x + w <= W:
+        return img[y : y + h, x : x + w]
+    top, bottom, left, right = max(0, -y), max(0, y + h - H), max(0, -x), max(0, x + w - W)
+    inner = img[max(0, y) : max(0, min(H, y + h)), max(0, x) : max(0, min(W, x + w))]
+    ih, iw = inner.shape[:2]
+    if 0 < ih and 0 < iw and max(top, bottom) <= ih and max(left, right) <= iw:
+        # each mirrored strip reads pixels of the part inside the frame: OpenCV pads it (fast)
+        return cv2.copyMakeBorder(inner, top, bottom, left, right, cv2.BORDER_REFLECT)
+    return img[np.ix_(_reflect(np.arange(y, y + h), H), _reflect(np.arange(x, x + w), W))]
+
+
+def _shows(mask: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """bool (h, w): where the frame with holes ``mask`` may give pixels at ``[y : y + h, x : x + w]``:
+    inside the frame and not within :data:`GUARD` pixels of its holes."""
+    H, W = mask.shape
+    out = np.zeros((h, w), bool)
+    iy0, iy1, ix0, ix1 = max(0, y), min(H, y + h), max(0, x), min(W, x + w)
+    if iy0 >= iy1 or ix0 >= ix1:
+        return out
+    # dilate a crop GUARD pixels larger: inside it, the same as dilating the whole mask
+    ya, xa = max(0, iy0 - GUARD), max(0, ix0 - GUARD)
+    crop = mask[ya : min(H, iy1 + GUARD), xa : min(W, ix1 + GUARD)].astype(np.uint8)
+    grown = cv2.dilate(crop, np.ones((2 * GUARD + 1, 2 * GUARD + 1), np.uint8))
+    out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = grown[iy0 - ya : iy1 - ya, ix0 - xa : ix1 - xa] == 0
+    return out
+
+
 def _shrink(x: np.ndarray, f: int) -> np.ndarray:
     h, w = x.shape[:2]
     return cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
@@ -138,22 +175,6 @@ def copy_fill(
     limit = MAX_ERROR if max_error is None else max_error
     grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
     count, labels, boxes, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
-    g = target.astype(np.float32)
-    padded = [cv2.copyMakeBorder(r, S, S, S, S, cv2.BORDER_REFLECT) for r in refs]  # uint8: 4K stays small
-    guard = np.ones((2 * GUARD + 1, 2 * GUARD + 1), np.uint8)
-    # where frame j may give pixels: not its (grown) holes, not outside the frame
-    shows = [
-        cv2.copyMakeBorder(
-            (cv2.dilate(m.astype(np.uint8), guard) == 0).astype(np.uint8),
-            S,
-            S,
-            S,
-            S,
-            cv2.BORDER_CONSTANT,
-            value=0,
-        )
-        for m in ref_masks
-    ]
     for c in range(1, count):
         x0, y0, w, h = (int(v) for v in boxes[c, :4])
         region = labels[y0 : y0 + h, x0 : x0 + w] == c
@@ -162,26 +183,33 @@ def copy_fill(
         if not hole.any() or not ring.any():  # no known pixel around it: no way to check a placement
             continue
         weight = np.where(hole, HOLE_WEIGHT, 1.0).astype(np.float32) * region
-        template = g[y0 : y0 + h, x0 : x0 + w]
+        template = target[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
         todo = hole.copy()
         patch = out[y0 : y0 + h, x0 : x0 + w]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             if not todo.any():
                 break
-            # frame j around the region, every candidate placement included
-            windows = {
-                j: padded[j][y0 : y0 + h + 2 * S, x0 : x0 + w + 2 * S].astype(np.float32)
-                for j in range(int(lo), int(hi))
-            }
+            # frame j around the region, every candidate placement included (one at a time: at 4K
+            # the frames offered for one target would not fit in memory as padded float copies)
             ranked = sorted(
-                (match_region(win, template, weight, 0, 0, S)[::-1], j) for j, win in windows.items()
+                (
+                    match_region(
+                        _view(refs[j], y0 - S, x0 - S, h + 2 * S, w + 2 * S).astype(np.float32),
+                        template,
+                        weight,
+                        0,
+                        0,
+                        S,
+                    )[::-1],
+                    j,
+                )
+                for j in range(int(lo), int(hi))
             )  # ((E, dx, dy), j), best first
             for (_, dx, dy), j in ranked:
-                src = windows[j][S + dy : S + dy + h, S + dx : S + dx + w]
+                src = _view(refs[j], y0 + dy, x0 + dx, h, w).astype(np.float32)
                 if float(((src[ring] - template[ring]) ** 2).mean()) > limit:
                     continue
-                ys, xs = y0 + S + dy, x0 + S + dx
-                take = todo & (shows[j][ys : ys + h, xs : xs + w] > 0)
+                take = todo & _shows(ref_masks[j], y0 + dy, x0 + dx, h, w)
                 patch[take] = np.clip(np.rint(src[take]), 0, 255).astype(np.uint8)
                 todo &= ~take
                 if not todo.any():
