@@ -463,8 +463,11 @@ def test_frames_farther_than_the_window_fill_what_it_hides(
             policy="sequential",
             batch=batch,
             copy_reach=16,
+            report=tmp_path / "r.json",
         )
     assert capped.copied == near.copied and np.array_equal(np.stack(CapturingWriter.frames), near_out)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert (rep["copy_from"], rep["copy_reach"], capped.copy_reach, far.copy_reach) == (6, 0, 0, 16)
     assert "copying from at most 0 frames away (not 16)" in caplog.text
 
 

@@ -90,6 +90,7 @@ class RestoreResult:
     fill: str = "copy"  # how hole pixels were filled: "copy" (chosen and nearby frames, full size) or "gamma"
     hole_pixels: int = 0  # hole pixels written
     copied_pixels: int = 0  # of them copied from another frame (fill="copy"); the rest are Γ's
+    copy_reach: int = 0  # how far (frames) the copy looked, after lowering for memory (0 for "gamma")
 
     @property
     def copied(self) -> float:
@@ -360,7 +361,15 @@ def restore_video(
         chooser.name,
     )
     result = RestoreResult(
-        0, 0.0, chooser.name, len(plan), batch, work, [] if report is not None else None, fill=fill
+        0,
+        0.0,
+        chooser.name,
+        len(plan),
+        batch,
+        work,
+        [] if report is not None else None,
+        fill=fill,
+        copy_reach=reach if fill == "copy" else 0,
     )
     started = time.perf_counter()
     frame_iter = iter_frames(video)
@@ -481,6 +490,8 @@ def restore_video(
                 "audio": result.audio,
                 "fill": result.fill,
                 "copied": round(result.copied, 4),
+                "copy_from": copy_from if result.fill == "copy" else 0,
+                "copy_reach": result.copy_reach,
                 "conditioning": result.choices,
             },
         )
