@@ -6,17 +6,18 @@ Holes are cut into clean real clips, so the truth under them is known: the mask 
 on the other clip of the same size (dogs_jump's masks on schoolgirls and back, first 66 frames),
 and on the 640x360 clips (parkour, skating) the paper's rectangle masks (the corruption config of
 the run, drawn per T-frame chunk at Γ's working size and scaled up, as `rovr evaluate` draws them).
-Each clip is restored four times by :func:`rovr.restore.restore_video` (the same windows, policy
-and Γ; only the fill differs): ``--fill gamma``, ``--fill copy --copy-from 0 --copy-reach 0``
-(only the frames the policy chose), ``--copy-reach 0`` (those and the default ``--copy-from``
-nearest other frames) and the default (and then frames up to ``--copy-reach`` away), and compared
-with the clean frames over the hole pixels: PSNR and SSIM
+Each clip is restored five times by :func:`rovr.restore.restore_video` (the same windows, policy
+and Γ; only the fill differs): ``--fill gamma``; with ``--unseen gamma`` (what no frame shows keeps
+Γ's fill) ``--copy-from 0 --copy-reach 0`` (only the frames the policy chose), ``--copy-reach 0``
+(those and the default ``--copy-from`` nearest other frames) and the default reach (then frames up
+to ``--copy-reach`` away); and the default (``--unseen telea``: what no frame shows in-painted at
+full size). Each is compared with the clean frames over the hole pixels: PSNR and SSIM
 (:mod:`rovr.metrics.image`, the SSIM map averaged over hole pixels), mean over frames with holes.
 Both outputs pass through the same H.264 encoding. Prints a Markdown table (for BENCHMARKS.md);
 ``--figure PNG`` also writes frame 45 of parkour at half size: holes, gamma, copy (default), the
 original. ``--removal-figure PNG`` restores schoolgirls with its own masks (object removal, no truth
-to score) with ``--copy-reach 0`` and the default and writes frames 20 and 60 at half size: the
-original, ``--copy-reach 0``, the default.
+to score) with ``--fill gamma`` and the default and writes frames 20 and 60 at half size: the
+original, ``--fill gamma``, the default.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main() -> None:
     ap.add_argument("--figure", help="write a PNG of parkour's frame 45: holes | gamma | copy | original")
     ap.add_argument(
         "--removal-figure",
-        help="write a PNG of schoolgirls with its own masks: original | --copy-reach 0 | default (frames 20, 60)",
+        help="write a PNG of schoolgirls with its own masks: original | --fill gamma | default (frames 20, 60)",
     )
     args = ap.parse_args()
     fill_module.MAX_ERROR = args.max_error
@@ -115,23 +116,32 @@ def main() -> None:
             panels = (
                 [np.where(masks[45][..., None], 0, frames[45]).astype(np.uint8)] if len(frames) > 45 else []
             )
-            for fill, copy_from, reach in (
-                ("gamma", 0, 0),
-                ("copy", 0, 0),
-                ("copy", COPY_FROM, 0),
-                ("copy", COPY_FROM, COPY_REACH),
+            for fill, copy_from, reach, unseen in (
+                ("gamma", 0, 0, "gamma"),
+                ("copy", 0, 0, "gamma"),
+                ("copy", COPY_FROM, 0, "gamma"),
+                ("copy", COPY_FROM, COPY_REACH, "gamma"),
+                ("copy", COPY_FROM, COPY_REACH, "telea"),
             ):
-                out = root / f"{fill}{copy_from}_{reach}.mp4"
+                out = root / f"{fill}{copy_from}_{reach}_{unseen}.mp4"
                 res = restore_video(
-                    src, mdir, out, run, fill=fill, copy_from=copy_from, copy_reach=reach, audio=False
+                    src,
+                    mdir,
+                    out,
+                    run,
+                    fill=fill,
+                    copy_from=copy_from,
+                    copy_reach=reach,
+                    unseen=unseen,
+                    audio=False,
                 )
                 restored = io.read_video(out)
                 p, s = hole_scores(restored, frames, masks)
-                if panels and (fill == "gamma" or reach == COPY_REACH):
+                if panels and (fill == "gamma" or unseen == "telea"):
                     panels.append(restored[45])
                 cells.append((p, s, res.seconds, res.copied))
                 print(
-                    f"  {name} {fill} {copy_from} {reach}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)",
+                    f"  {name} {fill} {copy_from} {reach} {unseen}: {p:.2f} dB {s:.4f} ({res.seconds:.1f} s)",
                     file=sys.stderr,
                 )
             if args.figure and name.startswith("parkour"):
@@ -150,9 +160,9 @@ def main() -> None:
     if args.removal_figure:
         with tempfile.TemporaryDirectory(prefix="restore_fill_") as tmp:
             clip, outs = data / "schoolgirls.mp4", []
-            for reach in (0, COPY_REACH):
-                out = Path(tmp) / f"reach{reach}.mp4"
-                restore_video(clip, data / "schoolgirls_mask", out, run, copy_reach=reach, audio=False)
+            for fill in ("gamma", "copy"):
+                out = Path(tmp) / f"{fill}.mp4"
+                restore_video(clip, data / "schoolgirls_mask", out, run, fill=fill, audio=False)
                 outs.append(io.read_video(out))
             original = io.read_video(clip)
             grid = np.concatenate(
@@ -167,11 +177,11 @@ def main() -> None:
     )
     print(
         "| clip + holes | size, frames | hole area | gamma: hole PSNR dB / SSIM "
-        "| copy, chosen frames only (copied) "
-        f"| copy, chosen + {COPY_FROM} nearest (copied) | copy, default: and up to {COPY_REACH} frames away "
-        "| s: gamma / chosen / nearest / default |"
+        "| --unseen gamma: copy, chosen frames only (copied) "
+        f"| chosen + {COPY_FROM} nearest (copied) | and up to {COPY_REACH} frames away (copied) "
+        "| default: the rest in-painted (copied) | s: gamma / chosen / nearest / far / default |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
 

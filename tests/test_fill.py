@@ -1,4 +1,5 @@
-"""rovr.fill.copy_fill: hole pixels from the chosen frames, aligned per hole region, Γ's fill elsewhere."""
+"""rovr.fill.copy_fill: hole pixels from other frames, aligned per hole region; what none shows in-painted
+(or Γ's fill)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rovr.fill import GUARD, MAX_ERROR, _shows, _view, copy_fill, default_search, match_region
+from rovr.fill import GUARD, MAX_ERROR, UNSEEN_RADIUS, _shows, _view, copy_fill, default_search, match_region
 
 
 def texture(h: int, w: int, seed: int, sigma: float = 1.5) -> np.ndarray:
@@ -74,7 +75,10 @@ def test_a_large_motion_is_found_coarse_to_fine() -> None:
     assert stats.copied == mask.sum()
 
 
-def test_pixels_the_frame_does_not_show_keep_gammas_fill() -> None:
+@pytest.mark.parametrize("unseen", ["gamma", "telea"])
+def test_pixels_the_frame_does_not_show_are_gammas_or_inpainted(unseen: str) -> None:
+    """What the offered frame hides keeps Γ's fill (unseen="gamma") or is in-painted from around it,
+    copied pixels included, as OpenCV's Telea does on the frame after copying (unseen="telea")."""
     h, w = 64, 64
     ref = texture(h, w, 2)
     truth = shifted(ref, 2, 3)
@@ -83,14 +87,24 @@ def test_pixels_the_frame_does_not_show_keep_gammas_fill() -> None:
     ref_hole = box(h, w, 22, 23, 16, 6)
     ref_seen = ref.copy()
     ref_seen[ref_hole] = 0  # what the reference shows there is not content (restore puts Γ's fill there)
-    out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref_seen], [ref_hole])
+    out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref_seen], [ref_hole], unseen=unseen)
     hidden = shifted(cv2.dilate(ref_hole.astype(np.uint8), np.ones((2 * GUARD + 1,) * 2, np.uint8)), 2, 3) > 0
     hidden &= mask
     assert hidden.any() and (mask & ~hidden).any()
     np.testing.assert_array_equal(out[mask & ~hidden], truth[mask & ~hidden])
-    assert (out[hidden] == GREY).all()  # Γ's fill stays
     np.testing.assert_array_equal(out[~mask], truth[~mask])
     assert stats.copied == (mask & ~hidden).sum()
+    if unseen == "gamma":
+        assert (out[hidden] == GREY).all() and stats.inpainted == 0  # Γ's fill stays
+    else:
+        copied = with_gamma_fill(truth, mask)
+        copied[mask & ~hidden] = truth[mask & ~hidden]
+        expect = cv2.inpaint(copied, hidden.astype(np.uint8), UNSEEN_RADIUS, cv2.INPAINT_TELEA)
+        np.testing.assert_array_equal(out[hidden], expect[hidden])
+        assert not (out[hidden] == GREY).all() and stats.inpainted == hidden.sum()
+        # closer to the truth than Γ's flat fill: the texture around it continues in
+        err = np.abs(out[hidden].astype(int) - truth[hidden]).mean()
+        assert err < np.abs(GREY - truth[hidden].astype(int)).mean()
 
 
 def test_the_second_frame_fills_what_the_best_one_does_not_show() -> None:
@@ -146,7 +160,7 @@ def test_a_frame_that_does_not_match_gives_nothing() -> None:
     truth, unrelated = texture(h, w, 5), texture(h, w, 6)
     mask = box(h, w, 20, 20, 12, 12)
     target = with_gamma_fill(truth, mask)
-    out, stats = copy_fill(target, mask, [unrelated], [np.zeros((h, w), bool)])
+    out, stats = copy_fill(target, mask, [unrelated], [np.zeros((h, w), bool)], unseen="gamma")
     np.testing.assert_array_equal(out, target)
     assert stats.copied == 0 and stats.hole == mask.sum()
     # the same frame is copied when the limit is lifted: the refusal is the error limit's doing
@@ -154,26 +168,32 @@ def test_a_frame_that_does_not_match_gives_nothing() -> None:
     assert lifted.copied == mask.sum() and MAX_ERROR < float("inf")
 
 
-def test_no_hole_or_no_frame_changes_nothing() -> None:
+def test_no_hole_or_no_frame() -> None:
+    """No hole: nothing changes. No frame: nothing is copied; the hole is in-painted, or keeps Γ's fill."""
     frame = texture(32, 48, 7)
     none = np.zeros((32, 48), bool)
     out, stats = copy_fill(frame, none, [frame], [none])
     np.testing.assert_array_equal(out, frame)
-    assert (stats.hole, stats.copied) == (0, 0)
+    assert (stats.hole, stats.copied, stats.inpainted) == (0, 0, 0)
     mask = box(32, 48, 5, 5, 6, 6)
-    out, stats = copy_fill(frame, mask, [], [])
+    out, stats = copy_fill(frame, mask, [], [], unseen="gamma")
     np.testing.assert_array_equal(out, frame)
-    assert (stats.hole, stats.copied) == (36, 0)
+    assert (stats.hole, stats.copied, stats.inpainted) == (36, 0, 0)
+    out, stats = copy_fill(frame, mask, [], [])
+    np.testing.assert_array_equal(out[~mask], frame[~mask])
+    assert (stats.hole, stats.copied, stats.inpainted) == (36, 0, 36)
+    with pytest.raises(ValueError, match="unseen must be one of telea, gamma"):
+        copy_fill(frame, mask, [], [], unseen="blur")
 
 
 def test_a_frame_that_is_all_hole_keeps_gammas_fill() -> None:
-    """No known pixel to check a placement against: nothing is copied."""
+    """No known pixel to check a placement against, or to in-paint from: nothing is copied or in-painted."""
     ref = texture(40, 50, 9)
     mask = np.ones((40, 50), bool)
     target = with_gamma_fill(ref, mask)
     out, stats = copy_fill(target, mask, [ref], [np.zeros((40, 50), bool)])
     np.testing.assert_array_equal(out, target)
-    assert (stats.hole, stats.copied) == (2000, 0)
+    assert (stats.hole, stats.copied, stats.inpainted) == (2000, 0, 0)
 
 
 def test_holes_at_the_border_are_copied_from_inside_the_frame() -> None:
@@ -182,7 +202,9 @@ def test_holes_at_the_border_are_copied_from_inside_the_frame() -> None:
     ref = texture(h, w, 8)
     truth = shifted(ref, 0, -4)  # truth(p) = ref(p - 4 px in x): the first 4 columns have no source
     mask = box(h, w, 10, 0, 12, 10)
-    out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref], [np.zeros((h, w), bool)])
+    out, stats = copy_fill(
+        with_gamma_fill(truth, mask), mask, [ref], [np.zeros((h, w), bool)], unseen="gamma"
+    )
     inside = mask.copy()
     inside[:, :4] = False
     np.testing.assert_array_equal(out[inside], truth[inside])

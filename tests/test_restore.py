@@ -6,6 +6,7 @@ must behave the same whatever the weights. The CLI runs as a subprocess.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -355,7 +356,8 @@ def test_static_mask_changes_only_the_grown_holes(
     grown = cv2.dilate(hole.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     assert np.array_equal(after[:, ~grown], before[:, ~grown])
     diff = np.abs(after - before).mean(axis=-1)
-    assert diff[:, hole].mean() > 10 and diff[:, grown & ~hole].mean() > 10  # the grown ring is repainted too
+    # the grown ring is repainted too (in-painted from around it, so close to what was there)
+    assert diff[:, hole].mean() > 5 and diff[:, grown & ~hole].mean() > 2
 
 
 def panning_texture(n: int, h: int, w: int, step: int = 2) -> np.ndarray:
@@ -492,6 +494,36 @@ def test_frames_filled_in_parallel_are_the_same_frames(
     assert np.array_equal(outs[0], outs[1])
 
 
+def test_unseen_pixels_are_inpainted_or_gammas(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A static camera and a hole that never moves: no frame shows it. --unseen telea (default) fills it
+    from around it at full size, closer to the truth than Γ's upsampled output (--unseen gamma); known
+    pixels are untouched either way, and the report says what was done."""
+    n, h, w = 12, 96, 128
+    y, x = np.mgrid[0:h, 0:w]
+    smooth = (128 + 60 * np.sin(x / 9.0) * np.cos(y / 11.0)).astype(np.uint8)
+    frames = np.repeat(np.repeat(smooth[None, :, :, None], 3, axis=3), n, axis=0)  # in-painting can work
+    hole = np.zeros((h, w), bool)
+    hole[40:52, 50:66] = True
+    io.write_frames(tmp_path / "in", frames)
+    io.write_png(tmp_path / "m.png", hole)
+    monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
+    outs, errs = {}, {}
+    for unseen in ("telea", "gamma"):
+        report = tmp_path / f"{unseen}.json"
+        res = restore_video(
+            tmp_path / "in", tmp_path / "m.png", tmp_path / "o.mp4", run_dir, unseen=unseen, report=report
+        )
+        out = np.stack(CapturingWriter.frames)
+        assert np.array_equal(out[:, ~hole], frames[:, ~hole]) and res.copied == 0
+        rep = json.loads(report.read_text())
+        assert rep["unseen"] == res.unseen == unseen
+        assert rep["inpainted"] == res.inpainted == (1.0 if unseen == "telea" else 0.0)
+        outs[unseen], errs[unseen] = out, np.abs(out[:, hole].astype(int) - frames[:, hole]).mean()
+    assert errs["telea"] < errs["gamma"] / 2  # Γ is untrained here; in-painting a smooth field is easy
+
+
 def test_copy_sources_by_hand() -> None:
     assert restore_module.reach_distances(30) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22, 27]
     assert restore_module.reach_distances(0) == []
@@ -511,7 +543,8 @@ def test_cli_copy_defaults_are_the_library_defaults() -> None:
 
     args = build_parser().parse_args(["restore", "v.mp4", "--masks", "m", "-o", "o.mp4"])
     assert args.copy_from == restore_module.COPY_FROM and args.fill == "copy"
-    assert args.copy_reach == restore_module.COPY_REACH
+    assert args.copy_reach == restore_module.COPY_REACH and args.unseen == "telea"
+    assert inspect.signature(restore_video).parameters["unseen"].default == args.unseen
 
 
 def test_a_video_at_the_working_size_keeps_gammas_fill(
@@ -544,6 +577,8 @@ def test_unknown_fill_or_copy_from_is_one_line(run_dir: Path, tmp_path: Path) ->
         restore_video(video, masks, tmp_path / "o.mp4", run_dir, copy_from=-1)
     with pytest.raises(RovrError, match="--copy-reach must be >= 0 frames"):
         restore_video(video, masks, tmp_path / "o.mp4", run_dir, copy_reach=-1)
+    with pytest.raises(RovrError, match="--unseen must be one of telea, gamma"):
+        restore_video(video, masks, tmp_path / "o.mp4", run_dir, unseen="blur")
     assert not (tmp_path / "o.mp4").exists()
 
 

@@ -205,9 +205,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
             fill=args.fill,
             copy_from=args.copy_from,
             copy_reach=args.copy_reach,
+            unseen=args.unseen,
         )
     sound = f"; audio {res.audio}" if res.audio else ""
-    copied = f"; {100 * res.copied:.0f}% of hole pixels copied at full size" if res.fill == "copy" else ""
+    copied = ""
+    if res.fill == "copy":
+        copied = f"; {100 * res.copied:.0f}% of hole pixels copied at full size"
+        if res.unseen == "telea":
+            copied += f", {100 * res.inpainted:.0f}% in-painted"
     print(
         f"restored {res.frames} frames in {res.seconds:.1f} s ({res.frames / max(res.seconds, 1e-9):.1f} frames/s) "
         f"with policy {res.policy}{copied}{sound}: {out}"
@@ -363,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="--fill copy looks up to R frames away for what those frames do not show (default 30; "
         "0 = no farther; needs 2R frames held in memory, lowered for very large frames)",
+    )
+    p.add_argument(
+        "--unseen",
+        choices=["telea", "gamma"],
+        default="telea",
+        help="--fill copy: what no frame shows is in-painted from around it at full size (telea, default) "
+        "or keeps Γ's output resized (gamma)",
     )
     p.add_argument(
         "--no-audio",

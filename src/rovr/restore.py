@@ -41,7 +41,7 @@ from rovr.conditioning import Chooser, PolicyChooser, make_baseline
 from rovr.config import RunConfig, config_from_dict, read_yaml
 from rovr.data.corruption import Corrupted, apply_masks
 from rovr.errors import CheckpointError, DataError, RovrError
-from rovr.fill import FillStats, copy_fill
+from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
 from rovr.train.common import RunDir, load_model, load_policy
@@ -91,11 +91,18 @@ class RestoreResult:
     hole_pixels: int = 0  # hole pixels written
     copied_pixels: int = 0  # of them copied from another frame (fill="copy"); the rest are Γ's
     copy_reach: int = 0  # how far (frames) the copy looked, after lowering for memory (0 for "gamma")
+    unseen: str = "gamma"  # how "copy" filled what no frame showed: "telea" or "gamma"
+    inpainted_pixels: int = 0  # hole pixels no frame showed, in-painted at full size (unseen="telea")
 
     @property
     def copied(self) -> float:
         """Fraction of the hole pixels copied from other frames at full resolution."""
         return self.copied_pixels / self.hole_pixels if self.hole_pixels else 0.0
+
+    @property
+    def inpainted(self) -> float:
+        """Fraction of the hole pixels that no frame showed, in-painted at full resolution."""
+        return self.inpainted_pixels / self.hole_pixels if self.hole_pixels else 0.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,7 @@ def restore_video(
     fill: str = "copy",
     copy_from: int = COPY_FROM,
     copy_reach: int = COPY_REACH,
+    unseen: str = "telea",
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -292,7 +300,8 @@ def restore_video(
     already at Γ's working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
     ``copy_from``: how many other frames, nearest first, "copy" also ranks with the chosen ones;
     ``copy_reach``: how far (frames) it looks beyond them for what they do not show
-    (:func:`copy_sources`; lowered to fit :data:`REACH_BYTES`).
+    (:func:`copy_sources`; lowered to fit :data:`REACH_BYTES`); ``unseen``: how "copy" fills what no
+    frame shows, "telea" (in-painted from around it at full size) or "gamma" (Γ's resized output).
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -307,6 +316,8 @@ def restore_video(
         raise RovrError(f"--copy-from must be >= 0 frames (got {copy_from})")
     if copy_reach < 0:
         raise RovrError(f"--copy-reach must be >= 0 frames (got {copy_reach})")
+    if unseen not in UNSEEN:
+        raise RovrError(f"--unseen must be one of {', '.join(UNSEEN)} (got {unseen!r})")
     check_paths(video, out, report)
     info = probe(video)
     mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
@@ -370,6 +381,7 @@ def restore_video(
         [] if report is not None else None,
         fill=fill,
         copy_reach=reach if fill == "copy" else 0,
+        unseen=unseen if fill == "copy" else "gamma",
     )
     started = time.perf_counter()
     frame_iter = iter_frames(video)
@@ -437,7 +449,7 @@ def restore_video(
             def finish(item: tuple[int, list[int], list[int]]) -> tuple[np.ndarray, FillStats]:
                 i, near, far = item
                 target, mask, _ = ready[i]
-                if not near + far:
+                if fill != "copy" or not mask.any():
                     return target, FillStats(hole=int(mask.sum()))
                 return copy_fill(
                     target,
@@ -445,6 +457,7 @@ def restore_video(
                     [ready[j][0] for j in near + far],
                     [ready[j][1] for j in near + far],
                     tiers=(len(near), len(far)),
+                    unseen=unseen,
                 )
 
             # frames are filled in parallel (OpenCV releases the GIL) and written in order, a few
@@ -454,6 +467,7 @@ def restore_video(
             for (i, _, _), (target, stats) in zip(now, done_now):
                 result.hole_pixels += stats.hole
                 result.copied_pixels += stats.copied
+                result.inpainted_pixels += stats.inpainted
                 writer.write(target)
                 if result.choices is not None:
                     result.choices.append(ready[i][2])
@@ -492,6 +506,8 @@ def restore_video(
                 "copied": round(result.copied, 4),
                 "copy_from": copy_from if result.fill == "copy" else 0,
                 "copy_reach": result.copy_reach,
+                "unseen": result.unseen,
+                "inpainted": round(result.inpainted, 4),
                 "conditioning": result.choices,
             },
         )
