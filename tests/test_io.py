@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -284,6 +285,28 @@ def test_single_mask_image_applies_to_every_frame(tmp_path: Path) -> None:
     assert masks.sum() == 4 and masks[:, 2, 3].all()
     streamed = list(io.iter_masks(tmp_path / "one.png", 4, 5, 7))
     assert len(streamed) == 4 and not streamed[0].flags.writeable
+
+
+def test_a_mask_video_gives_one_mask_per_frame(real_dir: Path, tmp_path: Path) -> None:
+    """A real mask folder written as an H.264 mp4 (as segmentation tools export masks) reads back as
+    the same masks up to the codec's blur on the edges; a wrong count or size is one line."""
+    info = io.probe(real_dir / "dogs_jump.mp4")
+    truth = io.read_masks(real_dir / "dogs_jump_mask", info.frames, info.height, info.width)
+    video = tmp_path / "masks.mp4"
+    io.write_video(video, np.repeat(truth[..., None].astype(np.uint8) * 255, 3, axis=3), fps=info.fps)
+    masks = io.read_masks(video, info.frames, info.height, info.width)
+    assert masks.dtype == bool and masks.shape == truth.shape
+    edges = truth ^ np.stack([cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for m in truth])
+    assert (masks != truth).mean() < 0.002 and ((masks != truth) & ~edges).mean() < 0.0005
+    with pytest.raises(
+        DataError, match=rf"mask video '.*masks.mp4' has {info.frames} frames but the video has 5"
+    ):
+        io.iter_masks(video, 5, info.height, info.width)
+    with pytest.raises(DataError, match="is 432x240 but the video frames are 400x240"):
+        io.iter_masks(video, info.frames, info.height, 400)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match="^masks: "):
+        io.iter_masks(tmp_path / "broken.mp4", info.frames, info.height, info.width)
 
 
 @pytest.mark.parametrize("video", ["schoolgirls", "dogs_jump"])

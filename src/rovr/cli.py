@@ -331,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("restore", "in-paint the masked regions of your own video with a trained run", cmd_restore)
     p.add_argument("video", help="input video file or folder of frames")
     p.add_argument(
-        "--masks", required=True, help="folder of per-frame mask PNGs (non-zero = hole) or one mask image"
+        "--masks",
+        required=True,
+        help="folder of per-frame mask PNGs (non-zero = hole), one mask image for every frame, or a mask "
+        "video (white = hole)",
     )
     p.add_argument(
         "-o", "--output", required=True, help="output .mp4 (same size and frame rate as the input)"

@@ -288,7 +288,8 @@ def restore_video(
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
-    ``masks``: a folder of one mask image per frame or one image for every frame (non-zero = hole).
+    ``masks``: a folder of one mask image per frame, one image for every frame (non-zero = hole), or
+    a video of the masks (white = hole; :func:`rovr.video.io.iter_masks`).
     ``out`` is an H.264 mp4 of the input's size and frame rate (missing folders are created); only
     hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
     conditioning frames of every frame. ``on_frames(n)`` is called after every n frames written.

@@ -396,12 +396,41 @@ def _mask_files(path: Path, num_frames: int, height: int, width: int) -> list[Pa
     return files
 
 
+def _iter_mask_video(path: Path, num_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
+    """The frames of a mask video as bool (H, W), True = hole (any channel >= 128); checked up front."""
+    try:
+        info = probe(path)
+    except DataError as e:
+        raise DataError(f"masks: {e}") from None
+    if (info.width, info.height) != (width, height):
+        raise DataError(
+            f"mask video '{path}' is {info.width}x{info.height} but the video frames are {width}x{height} (WxH); "
+            "masks must have the size of the video"
+        )
+    if info.frames != num_frames:
+        raise DataError(
+            f"mask video '{path}' has {info.frames} frames but the video has {num_frames}; "
+            "provide one mask per frame (or a single mask image for all)"
+        )
+    frames = iter_frames(path)
+
+    def gen() -> Iterator[np.ndarray]:
+        for frame in frames:
+            yield np.asarray((frame >= 128).any(axis=-1))
+
+    return gen()
+
+
 def iter_masks(path: PathLike, num_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
     """Stream ``num_frames`` masks as bool (H, W), True = hole.
 
-    ``path`` is a folder with one image per frame (sorted naturally) or one image used for every frame
-    (then the same read-only array is yielded each time). Count and sizes are checked up front.
+    ``path`` is a folder with one image per frame (sorted naturally), one image used for every frame
+    (then the same read-only array is yielded each time), or a video of the masks, one frame each
+    (white on black as segmentation tools export them; lossy codecs blur the edges, so a pixel is a
+    hole where any channel is >= 128). Count and sizes are checked up front.
     """
+    if is_video_file(path):
+        return _iter_mask_video(Path(path), num_frames, height, width)
     files = _mask_files(Path(path), num_frames, height, width)
 
     def gen() -> Iterator[np.ndarray]:
