@@ -353,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fill",
         choices=["copy", "gamma"],
         default="copy",
-        help="copy (default): hole pixels from the chosen frames at full size, aligned per hole, and Γ's "
-        "output where none shows them; gamma: Γ's output only, resized from the working size (blurrier)",
+        help="copy (default): hole pixels from other frames at full size, aligned per hole (see --copy-from, "
+        "--copy-reach, --unseen); gamma: Γ's output only, resized from the working size (blurrier)",
     )
     p.add_argument(
         "--copy-from",

@@ -10,8 +10,9 @@ Only hole pixels are written; every other pixel of the output is the input's (up
 encoding). ``fill="copy"`` (the default) takes each hole pixel at full resolution, aligned per hole
 region (:func:`rovr.fill.copy_fill`), from the frames the policy chose and the ``copy_from``
 nearest other frames, then, where none of them shows it, from frames up to ``copy_reach`` away
-(:func:`copy_sources`), and from Γ's output, resized to the input's resolution, where no frame
-shows it; ``fill="gamma"`` writes Γ's resized output only (the paper's reconstruction, blurred by
+(:func:`copy_sources`); what no frame shows is in-painted from around it at full resolution
+(``unseen="telea"``) or taken from Γ's output, resized to the input's resolution (``"gamma"``);
+``fill="gamma"`` writes Γ's resized output only (the paper's reconstruction, blurred by
 the upsampling). The output keeps the input's size and frame rate and appears under its name only
 when complete.
 
@@ -89,7 +90,7 @@ class RestoreResult:
     audio: str | None = None  # how the input's sound was carried (None: it has none, or audio=False)
     fill: str = "copy"  # how hole pixels were filled: "copy" (chosen and nearby frames, full size) or "gamma"
     hole_pixels: int = 0  # hole pixels written
-    copied_pixels: int = 0  # of them copied from another frame (fill="copy"); the rest are Γ's
+    copied_pixels: int = 0  # of them copied from another frame (fill="copy"); the rest in-painted or Γ's
     copy_reach: int = 0  # how far (frames) the copy looked, after lowering for memory (0 for "gamma")
     unseen: str = "gamma"  # how "copy" filled what no frame showed: "telea" or "gamma"
     inpainted_pixels: int = 0  # hole pixels no frame showed, in-painted at full size (unseen="telea")
@@ -296,9 +297,8 @@ def restore_video(
     ``batch`` windows run together as one batch of episodes (default: as many as fit
     :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
     sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
-    "copy" (the full-size pixels of the chosen and nearby frames where they show the hole, Γ's
-    elsewhere; a video
-    already at Γ's working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
+    "copy" (the full-size pixels of other frames where they show the hole; a video already at Γ's
+    working size gets Γ's output as it is, ``result.fill == "gamma"``) or "gamma".
     ``copy_from``: how many other frames, nearest first, "copy" also ranks with the chosen ones;
     ``copy_reach``: how far (frames) it looks beyond them for what they do not show
     (:func:`copy_sources`; lowered to fit :data:`REACH_BYTES`); ``unseen``: how "copy" fills what no
