@@ -635,6 +635,41 @@ def test_frames_are_held_only_until_written(
     assert 0 < max(ahead) <= batch * T + lag
 
 
+def test_frames_out_are_lossless_pngs(run_dir: Path, tmp_path: Path) -> None:
+    """-o FOLDER writes PNG frames: every known pixel is exactly the input's (no codec); a second run
+    replaces the previous frame folder whole; an interrupted run leaves it
+    as it was and no temporary folder."""
+    n, h, w = 20, 48, 64
+    frames = panning_texture(n, h, w)
+    holes = moving_box_masks(n, h, w)
+    io.write_frames(tmp_path / "in", frames)
+    masks = write_masks(tmp_path / "masks", holes)
+    out = tmp_path / "outputs" / "repaired"
+    res = restore_video(tmp_path / "in", masks, out, run_dir, report=tmp_path / "r.json")
+    written = io.read_video(out)
+    assert res.frames == n and sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(n)]
+    assert np.array_equal(written[~holes], frames[~holes])
+    # a pan: the copy is exact, and PNG keeps it exact, so the holes hold the clean content too
+    assert res.copied == 1.0 and np.array_equal(written, frames)
+    assert json.loads((tmp_path / "r.json").read_text())["output"] == str(out) and res.audio is None
+    # again with --fill gamma: the folder is replaced, not mixed
+    again = restore_video(tmp_path / "in", masks, out, run_dir, fill="gamma")
+    assert (
+        again.frames == n
+        and len(list(out.iterdir())) == n
+        and not np.array_equal(io.read_video(out), written)
+    )
+    before = io.read_video(out)
+
+    def interrupt(done: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(tmp_path / "in", masks, out, run_dir, on_frames=interrupt)
+    assert np.array_equal(io.read_video(out), before)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["repaired"]  # no temporary folder left
+
+
 def test_interrupt_leaves_no_output_and_no_temp_file(run_dir: Path, tmp_path: Path) -> None:
     n, h, w = 20, 24, 32
     video = tmp_path / "in.mp4"
@@ -693,6 +728,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     io.write_png(d / "small.png", np.ones((16, 16), bool))
     (d / "junk.mp4").write_bytes(b"not a video at all" * 100)
     (d / "afile").write_text("x")
+    (d / "notes").mkdir()
+    (d / "notes" / "keep.txt").write_text("not a frame")
     # config.yaml says base_channels=8, local.safetensors was made with 16
     other = make_run(d / "other")
     save_model(RunDir(other).local, LocalNet(LocalNetConfig(base_channels=16, depth=2)), tiny_config(16))
@@ -745,6 +782,7 @@ BAD = {
     "output under a file": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/afile/o.mp4"],
     "output is a folder": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/dir.mp4"],
     "output not mp4": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{od}/o.avi"],
+    "output folder with other files": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/notes"],
     "output is the input": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/v.mp4"],
     "negative dilation": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--dilate", "-2"],
     "negative copy-from": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--copy-from", "-1"],

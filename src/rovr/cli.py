@@ -337,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         "video (white = hole)",
     )
     p.add_argument(
-        "-o", "--output", required=True, help="output .mp4 (same size and frame rate as the input)"
+        "-o",
+        "--output",
+        required=True,
+        help="output .mp4 (H.264, same size and frame rate as the input, with its sound) or a folder "
+        "(lossless PNG frames 00000.png, ...; a previous frame folder there is replaced)",
     )
     p.add_argument(
         "--checkpoint", default="runs/demo", metavar="RUN", help="trained run folder (default: runs/demo)"

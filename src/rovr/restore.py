@@ -46,7 +46,7 @@ from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
 from rovr.train.common import RunDir, load_model, load_policy
-from rovr.video.io import VideoWriter, iter_frames, iter_masks, probe
+from rovr.video.io import FrameWriter, VideoWriter, check_frame_folder, iter_frames, iter_masks, probe
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +240,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_writable(path: Path, what: str, flag: str) -> None:
-    """Refuse, before any work, an output path that cannot be written (missing parents are created later)."""
-    if path.is_dir():
+def _check_writable(path: Path, what: str, flag: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written (missing parents are created
+    later); ``folder``: the output is a folder, written beside itself and renamed into place."""
+    if path.is_dir() and not folder:
         raise RovrError(f"{what} '{path}' is a folder; pass a file name with {flag}")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
@@ -253,13 +254,25 @@ def _check_writable(path: Path, what: str, flag: str) -> None:
         raise RovrError(f"cannot write {what} '{path}': no permission in '{parent}'; choose another {flag}")
 
 
+def frames_out(out: Path) -> bool:
+    """True when ``out`` names a folder of PNG frames: no suffix, or an existing folder not named .mp4."""
+    return out.suffix == "" or (out.is_dir() and out.suffix.lower() != ".mp4")
+
+
 def check_paths(video: Path, out: Path, report: Path | None) -> None:
-    """One-line errors for outputs that are not .mp4, would overwrite an input, or cannot be written."""
-    if out.suffix.lower() != ".mp4":
-        raise RovrError(f"output '{out}' must end in .mp4; pass -o NAME.mp4")
+    """One-line errors for outputs that are neither .mp4 nor a frame folder, would overwrite an input,
+    or cannot be written."""
+    if not frames_out(out) and out.suffix.lower() != ".mp4":
+        raise RovrError(
+            f"output '{out}' must end in .mp4 (a video) or be a folder (PNG frames); pass -o NAME.mp4 or -o FOLDER"
+        )
     if _same_file(out, video):
         raise RovrError(f"output '{out}' would overwrite the input video; choose another -o")
-    _check_writable(out, "output", "-o")
+    if frames_out(out):
+        check_frame_folder(out)
+        _check_writable(out, "output", "-o", folder=True)
+    else:
+        _check_writable(out, "output", "-o")
     if report is not None:
         if _same_file(report, video) or _same_file(report, out):
             raise RovrError(
@@ -394,7 +407,11 @@ def restore_video(
     read = written = 0
     threads = copy_threads()
     with (
-        VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None) as writer,
+        (
+            FrameWriter(out, info.width, info.height)
+            if frames_out(out)
+            else VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None)
+        ) as writer,
         ThreadPoolExecutor(threads) as pool,
     ):
         for g in range(0, len(plan), batch):

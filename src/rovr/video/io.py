@@ -724,13 +724,9 @@ def write_png(path: PathLike, image: np.ndarray) -> None:
     _atomic_write_bytes(Path(path), buf.tobytes())
 
 
-def write_frames(folder: PathLike, frames: np.ndarray | Iterable[np.ndarray]) -> int:
-    """Write frames as ``00000.png, 00001.png, ...`` into ``folder``; returns the number written.
-
-    The frames go to a temporary folder beside ``folder`` that is renamed into place when complete.
-    An existing ``folder`` is replaced only if it holds nothing but PNG files (a previous frame
-    folder); otherwise DataError, so no unrelated files are ever deleted.
-    """
+def check_frame_folder(folder: PathLike) -> None:
+    """Refuse an output frame folder that exists as a file or holds anything but PNG files (writing
+    replaces a previous frame folder whole, so no unrelated file may ever be deleted)."""
     target = Path(folder)
     if target.exists():
         if not target.is_dir():
@@ -742,20 +738,88 @@ def write_frames(folder: PathLike, frames: np.ndarray | Iterable[np.ndarray]) ->
             raise DataError(
                 f"output folder '{target}' holds other files (e.g. '{foreign[0]}'); choose an empty or new folder"
             )
-    tmp = _temp_beside(target, suffix=".tmpdir")
-    tmp.mkdir()
-    try:
-        n = 0
-        for n, frame in enumerate(frames, start=1):
-            write_png(tmp / f"{n - 1:05d}.png", frame)
-        old = None
-        if target.exists():
-            old = _temp_beside(target, suffix=".old")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return n
+
+
+class FrameWriter:
+    """Stream frames as ``00000.png, 00001.png, ...`` (lossless) into a folder, like :class:`VideoWriter`.
+
+    The frames go to a temporary folder beside ``folder`` that is renamed into place on a successful
+    close, replacing a previous frame folder (:func:`check_frame_folder`); an exception inside the
+    ``with`` block removes the temporary folder and leaves ``folder`` as it was. ``width`` and
+    ``height`` default to the first frame's. A frame folder carries no sound (``self.audio`` is None).
+    """
+
+    def __init__(self, folder: PathLike, width: int | None = None, height: int | None = None) -> None:
+        self.path = Path(folder)
+        self._closed = True  # until the temporary folder exists, there is nothing to abort
+        check_frame_folder(self.path)
+        self.width, self.height = width, height
+        self.frames_written = 0
+        self.audio: str | None = None
+        self._tmp = _temp_beside(self.path, suffix=".tmpdir")
+        self._tmp.mkdir()
+        self._closed = False
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 (H, W, 3) RGB frame."""
+        if self._closed:
+            raise ValueError(f"FrameWriter for '{self.path}' is already closed")
+        if self.width is None or self.height is None:
+            self.height, self.width = (int(v) for v in np.shape(frame)[:2])
+        _check_frame(frame, self.height, self.width)
+        write_png(self._tmp / f"{self.frames_written:05d}.png", frame)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Move the finished folder to ``path`` (a previous frame folder there is replaced)."""
+        if self._closed:
+            return
+        try:
+            check_frame_folder(self.path)  # still only PNGs: nothing else gets deleted
+            old = None
+            if self.path.exists():
+                old = _temp_beside(self.path, suffix=".old")
+                os.replace(self.path, old)
+            os.replace(self._tmp, self.path)
+            self._closed = True
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            self.abort()
+            raise
+        log.debug("wrote %s (%d frames)", self.path, self.frames_written)
+
+    def abort(self) -> None:
+        """Discard everything written so far (``path`` is left untouched)."""
+        if not self._closed:
+            self._closed = True
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            log.warning("FrameWriter for '%s' was never closed; discarding the partial folder", self.path)
+            self.abort()
+
+
+def write_frames(folder: PathLike, frames: np.ndarray | Iterable[np.ndarray]) -> int:
+    """Write frames as ``00000.png, 00001.png, ...`` into ``folder``; returns the number written.
+
+    The frames go to a temporary folder beside ``folder`` that is renamed into place when complete.
+    An existing ``folder`` is replaced only if it holds nothing but PNG files (a previous frame
+    folder); otherwise DataError, so no unrelated files are ever deleted (:class:`FrameWriter`).
+    """
+    with FrameWriter(folder) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.frames_written
