@@ -31,6 +31,7 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import av
 import cv2
@@ -482,7 +483,39 @@ def _check_frame(frame: np.ndarray, height: int, width: int) -> None:
         raise ValueError(f"expected a uint8 frame of shape ({height}, {width}, 3), got {got}")
 
 
-class VideoWriter:
+class _Writer:
+    """What both writers share: used as a context manager, the output appears on a clean exit and
+    everything written is discarded on an exception; one never closed is discarded with a warning."""
+
+    path: Path
+    _closed: bool = True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            log.warning(
+                "%s for '%s' was never closed; discarding what was written", type(self).__name__, self.path
+            )
+            self.abort()
+
+
+class VideoWriter(_Writer):
     """Stream frames into an H.264 mp4; the file appears under ``path`` only on a successful close.
 
     Even sizes use yuv420p (plays everywhere); an odd width or height uses yuv444p, which H.264
@@ -576,22 +609,6 @@ class VideoWriter:
             except _AV_ERRORS:
                 pass
         self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            log.warning("VideoWriter for '%s' was never closed; discarding the partial file", self.path)
-            self.abort()
 
 
 def _timed(packets: Iterator[av.Packet]) -> Iterator[tuple[float, av.Packet]]:
@@ -740,7 +757,7 @@ def check_frame_folder(folder: PathLike) -> None:
             )
 
 
-class FrameWriter:
+class FrameWriter(_Writer):
     """Stream frames as ``00000.png, 00001.png, ...`` (lossless) into a folder, like :class:`VideoWriter`.
 
     The frames go to a temporary folder beside ``folder`` that is renamed into place on a successful
@@ -794,22 +811,6 @@ class FrameWriter:
         if not self._closed:
             self._closed = True
             shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> FrameWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            log.warning("FrameWriter for '%s' was never closed; discarding the partial folder", self.path)
-            self.abort()
 
 
 def write_frames(folder: PathLike, frames: np.ndarray | Iterable[np.ndarray]) -> int:
