@@ -212,6 +212,14 @@ def test_cli_restores_real_clip_keeping_size_fps_and_known_pixels(
         assert len(frames) == 2 and len(set(frames)) == 2 and t not in frames
         assert all(0 <= c < 80 and abs(c - t) < T for c in frames)  # within t's window
 
+    # -o FOLDER: lossless PNG frames, so every known pixel is exactly the decoded input's
+    folder = tmp_path / "frames"
+    args = ["restore", str(video), "--masks", str(masks), "-o", str(folder), "--checkpoint", str(run_dir)]
+    assert main([*args, "--no-progress"]) == 0
+    png = io.read_video(folder).astype(np.int16)
+    assert png.shape == before.shape and np.array_equal(png[~holes], before[~holes])
+    assert np.abs(png - before).mean(axis=-1)[holes].mean() > 10  # the holes were repainted
+
 
 # ----------------------------------------------------------------------------- synthetic videos
 
