@@ -182,7 +182,7 @@ def copy_fill(
     if not stats.hole:
         return out, stats
     tiers = [len(refs)] if tiers is None else list(tiers)
-    if sum(tiers) != len(refs) or min(tiers) < 0:
+    if sum(tiers) != len(refs) or any(t < 0 for t in tiers):
         raise ValueError(f"tiers {tiers} do not split {len(refs)} frames")
     bounds = np.cumsum([0, *tiers])
     S = default_search(H, W) if search is None else search
