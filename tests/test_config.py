@@ -21,6 +21,8 @@ def test_overrides_are_typed() -> None:
         ("pretrain.max_minutes=-1", "pretrain.max_minutes"),
         ("ppg.clip=1.5", "ppg.clip"),
         ("ppg.iterations=ten", "ppg.iterations"),
+        ("ppg.bc_coef=-1", "ppg.bc_coef"),
+        ("ppg.bc_decay=0", "ppg.bc_decay"),
         ("imitation.loss=mse", "imitation.loss"),
         ("data.bogus=1", "data.bogus"),
     ],

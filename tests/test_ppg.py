@@ -8,6 +8,7 @@ import itertools
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,11 @@ from rovr.conditioning import PolicyChooser
 from rovr.config import PPGConfig, RunConfig, load_config, save_config
 from rovr.errors import CheckpointError, ConfigError, RovrError
 from rovr.models.local import LocalNet
-from rovr.models.policy import PolicyConfig, build_actor, build_critic, pair_log_prob
+from rovr.models.policy import PolicyConfig, build_actor, build_critic, greedy_pair, pair_log_prob
 from rovr.reconstruct import Episodes, Observation, StepInfo
 from rovr.train import ppg
 from rovr.train.common import RunDir, prepare_run, read_metric_log, save_model
+from rovr.train.imitation import all_pairs
 from rovr.train.ppg import (
     Batch,
     Learner,
@@ -221,12 +223,14 @@ class PairBandit:
         return self._hit(pairs)  # (B, M)
 
 
-def _learner(seed: int = 0, **ppg_overrides: object) -> Learner:
+def _learner(
+    seed: int = 0, teacher: Callable[[PairBandit], torch.Tensor] | None = None, **ppg_overrides: object
+) -> Learner:
     torch.manual_seed(seed)
     pc = PolicyConfig(cell=CELL, channels=8, hidden=32)
     defaults: dict[str, object] = {"lr": 3e-3, "minibatch": 16, "reward_scale": 1.0, "ent_coef": 0.0}
     cfg = PPGConfig(**{**defaults, **ppg_overrides})  # type: ignore[arg-type]
-    return Learner(build_actor(pc, T), build_critic(pc, T), cfg, pc.tau, torch.device("cpu"))
+    return Learner(build_actor(pc, T), build_critic(pc, T), cfg, pc.tau, torch.device("cpu"), teacher=teacher)
 
 
 def _greedy_pairs(learner: Learner, env: PairBandit) -> list[tuple[int, int]]:
@@ -235,8 +239,9 @@ def _greedy_pairs(learner: Learner, env: PairBandit) -> list[tuple[int, int]]:
         for t in range(T):
             env.step_index = t
             o = env.observation()
-            top = learner.actor(o.video[:1], o.target[:1], o.t[:1]).logits.topk(2, dim=1).indices[0]
-            out.append((int(top.min()), int(top.max())))
+            pi = learner.actor(o.video[:1], o.target[:1], o.t[:1])
+            a, b = greedy_pair(pi.logits, pi.pair_bias, learner.tau)[0].tolist()
+            out.append((a, b))
     return out
 
 
@@ -347,6 +352,7 @@ def test_positive_advantage_raises_probability_of_its_pair() -> None:
         returns=torch.tensor([1.0, 0.0]),
         adv=torch.tensor([0.5, -0.5]),  # R − V: the first pair did better than expected
         played=torch.ones(2, dtype=torch.bool),
+        teacher=torch.zeros(2, 0),  # no teacher term
     )
     idx = torch.arange(2)
     with torch.no_grad():
@@ -433,6 +439,47 @@ def test_kl_to_the_reference_pulls_the_policy_back_to_it() -> None:
         stats = learner.policy_epochs(batch)
     assert kl() < 0.1 * before and stats["losses/kl_ref"] > 0
     assert "losses/kl_ref" not in _learner().policy_epochs(batch)  # off by default
+
+
+def _pair_index(pair: tuple[int, int]) -> int:
+    """The column of ``pair`` in :func:`all_pairs` order."""
+    a, b = all_pairs(T)
+    return int(((a == pair[0]) & (b == pair[1])).nonzero())
+
+
+def _teacher_of_the_bandit(env: PairBandit) -> torch.Tensor:
+    """All of q on the bandit's rewarded pair: (B, C(T, 2))."""
+    q = torch.zeros(env.batch_size, T * (T - 1) // 2)
+    q[:, _pair_index(best_pair(env.step_index))] = 1.0
+    return q
+
+
+def test_teacher_term_alone_teaches_the_teachers_pairs() -> None:
+    """ppg.bc_coef (DAPG): with zero advantages the teacher's cross-entropy is the only force on π, and
+    it makes the greedy pair the teacher's on the states it saw; the rollout stores q per state."""
+    learner = _learner(seed=3, bc_coef=1.0, e_pi=1, e_v=0, lr=1e-2, teacher=_teacher_of_the_bandit)
+    batch, _ = learner.rollout(PairBandit(batch=4))
+    assert batch.teacher.shape == (4 * T, T * (T - 1) // 2)  # row b·T + s: step s of episode b
+    teacher_pairs = [best_pair(t) for t in range(T)] * 4
+    assert batch.teacher.argmax(1).tolist() == [_pair_index(p) for p in teacher_pairs]
+
+    def greedy() -> list[tuple[int, int]]:
+        with torch.no_grad():
+            pi = learner.actor(batch.obs(torch.arange(len(batch))))
+            return [(a, b) for a, b in greedy_pair(pi.logits, pi.pair_bias, learner.tau).tolist()]
+
+    assert greedy() != teacher_pairs
+    batch.adv.zero_()
+    ces = [learner.policy_epochs(batch, bc=1.0)["losses/teacher_ce"] for _ in range(60)]
+    assert ces[-1] < 0.1 * ces[0]
+    assert greedy() == teacher_pairs
+    assert "losses/teacher_ce" not in learner.policy_epochs(batch, bc=0.0)  # weight 0 this iteration
+
+
+def test_teacher_term_needs_a_teacher() -> None:
+    with pytest.raises(RovrError, match="bc_coef"):
+        _learner(bc_coef=0.5)
+    assert _learner().rollout(PairBandit(batch=2))[0].teacher.shape == (2 * T, 0)  # off: nothing stored
 
 
 def test_auxiliary_phase_distils_value_and_keeps_policy() -> None:
@@ -533,13 +580,34 @@ def test_train_policy_writes_policy_logs_and_no_resume(tmp_path: Path) -> None:
     assert all(torch.equal(load_checkpoint(run.local)[0][k], v) for k, v in local_before.items())
 
 
-def test_train_policy_with_group_draws_and_reference_anchor(tmp_path: Path) -> None:
-    """The real trainer with K = 3 draws per state, β_ref > 0 and Γ training: Γ learns from the played pairs only."""
-    cfg = tiny_config("ppg.group=3", "ppg.credit=causal", "ppg.kl_ref=0.1", "ppg.train_local=true")
+def test_train_policy_with_group_draws_reference_anchor_and_teacher(tmp_path: Path) -> None:
+    """The real trainer with K = 3 draws per state, β_ref > 0, the copy teacher's term (decaying) and Γ
+    training: Γ learns from the played pairs only."""
+    cfg = tiny_config(
+        "ppg.group=3",
+        "ppg.credit=causal",
+        "ppg.kl_ref=0.1",
+        "ppg.train_local=true",
+        "ppg.bc_coef=0.5",
+        "ppg.bc_decay=0.5",
+    )
     run = make_run(tmp_path / "run", cfg)
     trainer = Trainer(cfg, run, progress=False)
     played: list[int] = []
     update_local = trainer.update_local
+    policy_epochs = trainer.learner.policy_epochs
+    weights: list[float] = []
+
+    def spy_epochs(batch: Batch, bc: float = 0.0) -> dict[str, float]:
+        # the copy teacher's q for every state, the same on its K rows
+        pairs = cfg.data.frames * (cfg.data.frames - 1) // 2
+        assert batch.teacher.shape == (len(batch), pairs)
+        assert torch.allclose(batch.teacher.sum(1), torch.ones(len(batch)))
+        assert torch.equal(batch.teacher[0::3], batch.teacher[1::3])
+        weights.append(bc)
+        return policy_epochs(batch, bc)
+
+    trainer.learner.policy_epochs = spy_epochs  # type: ignore[method-assign]
 
     def spy(ep: Episodes, batch: Batch) -> dict[str, float]:
         played.append(len(batch.states()))
@@ -551,6 +619,8 @@ def test_train_policy_with_group_draws_and_reference_anchor(tmp_path: Path) -> N
     assert played == [cfg.ppg.episodes_per_iter * cfg.data.frames] * cfg.ppg.iterations
     rows = [r for r in read_metric_log(run.logs) if r["stage"] == "ppg" and "charts/SPS" in r]
     assert len(rows) == 2 and all(np.isfinite(r["losses/kl_ref"]) for r in rows)
+    assert all(np.isfinite(r["losses/teacher_ce"]) for r in rows)
+    assert weights == [0.5, 0.25]  # bc_coef · bc_decay^iteration
     assert run.policy("rovr_flow_warm").is_file()
 
 

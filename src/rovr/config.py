@@ -181,6 +181,13 @@ class PPGConfig:
         "β_ref: weight of KL(π ‖ π_ref) in the policy loss, π_ref = the frozen warm start (imitation); "
         "keeps what imitation learned from the oracle while PPG adapts it (0 = off, the paper)",
     )
+    bc_coef: float = _f(
+        0.0,
+        "λ0 of demonstration-augmented PG (DAPG, Rajeswaran et al. 2018): weight of the listwise "
+        "cross-entropy to the copy teacher's pairs (imitation's loss, at policy.tau) on PPG's own rollout "
+        "states, added to the policy loss (0 = off, the paper)",
+    )
+    bc_decay: float = _f(1.0, "λ1: the teacher term's weight is bc_coef · bc_decay^iteration")
     beta_clone: float = _f(1.0, "β_clone: weight of the behaviour-cloning KL in the auxiliary phase")
     gamma: float = _f(1.0, "discount (paper: 1)")
     gae_lambda: float = _f(1.0, "GAE λ (1 = plain rewards-to-go minus V, as in the paper)")
@@ -232,6 +239,8 @@ class PPGConfig:
         check(0.0 <= self.gae_lambda <= 1.0, "ppg.gae_lambda", "must be in [0, 1]")
         check(self.lr > 0, "ppg.lr", "must be > 0")
         check(self.kl_ref >= 0, "ppg.kl_ref", f"must be >= 0 (got {self.kl_ref})")
+        check(self.bc_coef >= 0, "ppg.bc_coef", f"must be >= 0 (got {self.bc_coef})")
+        check(0.0 < self.bc_decay <= 1.0, "ppg.bc_decay", f"must be in (0, 1] (got {self.bc_decay})")
         check(self.tau >= 0, "ppg.tau", f"must be >= 0 (0 = policy.tau; got {self.tau})")
 
 

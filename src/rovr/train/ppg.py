@@ -5,7 +5,9 @@ Policy phase, repeated N_π times: collect rollouts (B episodes through the one 
 surrogate with an entropy bonus on the actor and E_V epochs of value regression (L_V, §6.3) on the
 separate critic. Auxiliary phase: E_aux epochs of behaviour cloning to the pre-phase policy
 (β_clone · KL) plus distillation of the value target into the actor's auxiliary value head; the
-critic is trained again there. Optionally Γ keeps training on L_R (Eq. 1) over each rollout (§6.3).
+critic is trained again there. Optionally Γ keeps training on L_R (Eq. 1) over each rollout (§6.3),
+and (beyond the paper, ``ppg.bc_coef``) the policy loss keeps stage 2's cross-entropy to the copy
+teacher on the rollout states (DAPG).
 
 Returns: rewards-to-go with γ = 1 (the paper's choice), or GAE(γ, λ); λ = 1 gives exactly the
 rewards-to-go R_t and the advantage R_t − V(s_t).
@@ -29,6 +31,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -46,6 +49,7 @@ from rovr.checkpoint import (
     save_checkpoint,
     state_tensors,
 )
+from rovr.conditioning import copy_pair_costs
 from rovr.config import PPGConfig, RunConfig, to_dict
 from rovr.data.clips import ClipSet
 from rovr.data.corruption import corrupt
@@ -77,6 +81,7 @@ from rovr.train.common import (
     seed_everything,
     setup_torch,
 )
+from rovr.train.imitation import copy_pair_targets, listwise_ce
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +260,7 @@ class Batch:
     returns: torch.Tensor  # (N,) value target: R_t (λ = 1) or Â + V
     adv: torch.Tensor  # (N,) Â, not normalised
     played: torch.Tensor  # (N,) bool: the pair the episode went on with (all rows unless ppg.group > 1)
+    teacher: torch.Tensor  # (N, C(T, 2)) the copy teacher's pair distribution (ppg.bc_coef), else (N, 0)
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -321,8 +327,14 @@ class Learner:
         tau: float,
         device: torch.device,
         reference: ActorNet | None = None,
+        teacher: Callable[[Any], torch.Tensor] | None = None,
+        bc_tau: float = 0.0,
     ) -> None:
         self.actor, self.critic, self.cfg, self.tau, self.device = actor, critic, cfg, tau, device
+        if cfg.bc_coef > 0 and teacher is None:
+            raise RovrError("ppg.bc_coef > 0 needs a teacher (the copy costs of the rollout states)")
+        self.teacher = teacher if cfg.bc_coef > 0 else None  # env -> (B, C(T, 2)) pair targets
+        self.bc_tau = bc_tau or tau  # the temperature imitation fitted its pairs at
         if cfg.kl_ref > 0 and reference is None:
             reference = copy.deepcopy(actor)  # the policy PPG starts from
         self.reference = (
@@ -375,6 +387,7 @@ class Learner:
             )
             pairs, logp = pairs.view(b, k, 2), logp.view(b, k)
             value = self.critic(obs)  # (B,)
+            teacher = self.teacher(env) if self.teacher is not None else logits.new_zeros(b, 0)
             others = pairs[:, 1:]  # (B, K−1, 2): drawn, not played
             if self_critical:  # the pair evaluation would pick, scored last
                 others = torch.cat([others, greedy_pair(logits, bias, self.tau)[:, None]], dim=1)
@@ -384,6 +397,7 @@ class Learner:
             if tried is not None:
                 gain = torch.cat([gain, tried.to(gain)], dim=1)  # (B, K)
             step = {"video": video, "target": target, "t": o.t, "pairs": pairs, "logp": logp, "value": value}
+            step["teacher"] = teacher
             step |= {"reward": info.reward, "gain": gain, "loss": info.loss_after, "coverage": info.coverage}
             for key, v in step.items():
                 rec[key].append(v.to(self.device))
@@ -433,6 +447,7 @@ class Learner:
             returns=returns.flatten(0, 2),
             adv=adv.flatten(0, 2),
             played=first.flatten(0, 2),
+            teacher=rows(steps["teacher"]),
         )
         cov = steps["coverage"].float()
         stats = {
@@ -446,8 +461,12 @@ class Learner:
         return batch, stats
 
     # -- policy phase ------------------------------------------------------------------------------
-    def policy_epochs(self, batch: Batch) -> dict[str, float]:
-        """E_π epochs of the clipped surrogate with an entropy bonus on π, then E_V epochs of L_V on V."""
+    def policy_epochs(self, batch: Batch, bc: float = 0.0) -> dict[str, float]:
+        """E_π epochs of the clipped surrogate with an entropy bonus on π, then E_V epochs of L_V on V.
+
+        ``bc`` > 0 (DAPG, Rajeswaran et al. 2018): the loss also has ``bc · CE(q_teacher, π)``, the
+        listwise cross-entropy of imitation (−Σ_p q_p log π(p | s) at imitation's τ) on these states.
+        """
         cfg = self.cfg
         mean, std = dist.global_mean_std(batch.adv)  # over all ranks' episodes
         adv = (batch.adv - mean) / (std + 1e-8)
@@ -459,6 +478,7 @@ class Learner:
                 "losses/approx_kl",
                 "losses/clipfrac",
                 "losses/kl_ref",
+                "losses/teacher_ce",
             )
         }
         for _ in range(cfg.e_pi):
@@ -478,6 +498,10 @@ class Learner:
                     kl_ref = pair_kl(logits, ref.logits, self.tau, bias, ref.pair_bias)  # KL(π ‖ π_ref)
                     loss = loss + cfg.kl_ref * kl_ref
                     stats["losses/kl_ref"].append(kl_ref.item())
+                if bc > 0 and batch.teacher.shape[1] > 0:
+                    ce = listwise_ce(logits, batch.teacher[idx], self.bc_tau, bias)
+                    loss = loss + bc * ce
+                    stats["losses/teacher_ce"].append(ce.item())
                 self.step(self.opt_pi, self.actor, loss)
                 stats["losses/policy_loss"].append(surrogate.loss.item())
                 stats["losses/entropy"].append(entropy.item())
@@ -588,7 +612,16 @@ class Trainer:
             load_model(run.policy("imitation"), actor, cfg, "rovr imitate")
         for module in (actor, critic):
             dist.broadcast_module(module)
-        self.learner = Learner(actor, critic, cfg.ppg, cfg.ppg.tau or cfg.policy.tau, self.device)
+        soft = cfg.imitation.soft
+        self.learner = Learner(
+            actor,
+            critic,
+            cfg.ppg,
+            cfg.ppg.tau or cfg.policy.tau,
+            self.device,
+            teacher=lambda env: copy_pair_targets(copy_pair_costs(env), soft),
+            bc_tau=cfg.policy.tau,
+        )
         self.local_lr = cfg.pretrain.lr * LOCAL_LR_FACTOR
         self.opt_local = (
             torch.optim.Adam(self.net.parameters(), lr=self.local_lr) if cfg.ppg.train_local else None
@@ -722,7 +755,8 @@ class Trainer:
                     batch, stats = self.learner.rollout(episodes)
                     if self.opt_local is not None:
                         stats.update(self.update_local(episodes, batch))
-                    stats.update(self.learner.policy_epochs(batch))
+                    bc = cfg.bc_coef * cfg.bc_decay**self.iteration
+                    stats.update(self.learner.policy_epochs(batch, bc))
                     batches.append(batch)
                     self.iteration += 1
                     self.log_iteration(stats, len(batch) / (time.time() - t0), bar)
