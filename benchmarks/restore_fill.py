@@ -1,6 +1,7 @@
 """Quality of `rovr restore` at the input's resolution: ``--fill copy`` against ``--fill gamma``.
 
     .venv/bin/python benchmarks/restore_fill.py [--checkpoint runs/demo] [--data ../shared/data/real]
+        [--max-error E] [--far-stride S]
 
 Holes are cut into clean real clips, so the truth under them is known: the mask folder of one clip
 on the other clip of the same size (dogs_jump's masks on schoolgirls and back, first 66 frames),
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from rovr import fill as fill_module
+from rovr import restore as restore_module
 from rovr.config import RunConfig
 from rovr.data.corruption import rectangle_masks
 from rovr.metrics.image import psnr, ssim
@@ -88,6 +90,12 @@ def main() -> None:
         default=fill_module.MAX_ERROR,
         help=f"ring-error limit of the copy (default rovr.fill.MAX_ERROR = {fill_module.MAX_ERROR:g}; inf = none)",
     )
+    ap.add_argument(
+        "--far-stride",
+        type=int,
+        default=restore_module.FAR_STRIDE,
+        help=f"grid of the far frames beyond {restore_module.DENSE_REACH} (default rovr.restore.FAR_STRIDE = {restore_module.FAR_STRIDE})",
+    )
     ap.add_argument("--figure", help="write a PNG of parkour's frame 45: holes | gamma | copy | original")
     ap.add_argument(
         "--removal-figure",
@@ -95,6 +103,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     fill_module.MAX_ERROR = args.max_error
+    if args.far_stride < 1:
+        ap.error("--far-stride must be >= 1")
+    restore_module.FAR_STRIDE = args.far_stride
     data, run = Path(args.data), Path(args.checkpoint)
     cfg, _ = load_run(run)
     cases = []
@@ -184,7 +195,7 @@ def main() -> None:
                 cv2.resize(grid, (grid.shape[1] // 2, grid.shape[0] // 2), interpolation=cv2.INTER_AREA),
             )
     print(
-        f"Checkpoint {run}, policy {res.policy}, copy limit {args.max_error:g}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
+        f"Checkpoint {run}, policy {res.policy}, copy limit {args.max_error:g}, far stride {args.far_stride}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
     )
     print(
         "| clip + holes | size, frames | hole area | gamma: hole PSNR dB / SSIM "

@@ -533,17 +533,24 @@ def test_unseen_pixels_are_inpainted_or_gammas(
 
 
 def test_copy_sources_by_hand() -> None:
-    assert restore_module.reach_distances(30) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22, 27]
-    assert restore_module.reach_distances(0) == []
-    # chosen first, then the nearest others (ties: earlier first); far: the ladder, both sides, nearest first
+    assert (restore_module.DENSE_REACH, restore_module.FAR_STRIDE) == (8, 4)  # the cases below assume them
+    # every frame within 8, then the multiples of 4, nearest first (ties: the earlier frame first)
+    assert restore_module.far_frames(20, 60, 20) == [
+        *(19, 21, 18, 22, 17, 23, 16, 24, 15, 25, 14, 26, 13, 27, 12, 28),
+        *(8, 32, 4, 36, 0, 40),
+    ]
+    assert restore_module.far_frames(21, 60, 20) == [
+        *(20, 22, 19, 23, 18, 24, 17, 25, 16, 26, 15, 27, 14, 28, 13, 29),
+        *(12, 32, 8, 36, 4, 40),
+    ]  # consecutive targets share the grid frames (0 is 21 away from 21; 12 is 9 away, no longer dense)
+    assert restore_module.far_frames(3, 6, 30) == [2, 4, 1, 5, 0]  # inside the video only
+    assert restore_module.far_frames(10, 40, 0) == []
+    # chosen first, then the nearest others (ties: earlier first); far: the rest, nearest first
     near, far = restore_module.copy_sources(10, 40, [9, 8], 2, 8)
     assert near == [9, 8, 11, 12] and far == [7, 13, 6, 14, 5, 15, 4, 16, 3, 17, 2, 18]
     assert restore_module.copy_sources(0, 40, [1, 2], 2, 3) == ([1, 2, 3, 4], [])  # the video's start
     assert restore_module.copy_sources(5, 10, [4, 6], 1, 0) == ([4, 6, 3], [])  # beyond ±copy_from
-    assert restore_module.copy_sources(9, 10, [8, 7], 3, 30) == (
-        [8, 7, 6, 5, 4],
-        [3, 2, 1],
-    )  # 9 is not a rung
+    assert restore_module.copy_sources(9, 10, [8, 7], 3, 30) == ([8, 7, 6, 5, 4], [3, 2, 1, 0])
 
 
 def test_cli_copy_defaults_are_the_library_defaults() -> None:

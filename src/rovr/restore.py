@@ -72,6 +72,11 @@ COPY_REACH = 30
 #: Memory allowed for the full-size frames held around the one being written for copying
 #: (``copy_reach`` is lowered to fit: 64 frames each way at 1080p, 16 at 4K).
 REACH_BYTES = 2**30
+#: :func:`far_frames`: every frame within this distance, beyond it a grid of every FAR_STRIDE-th frame.
+DENSE_REACH = 8
+#: BENCHMARKS.md ("Restoring at full resolution"): strides 3, 4, 6, 8 all lower the flicker on
+#: dogs_jump; 4 offers about as many frames as the distances 10, 12, 15, 18, 22, 27 it replaced.
+FAR_STRIDE = 4
 #: Bytes per pixel of a held frame: RGB (or RGB with Γ's fill) and its mask.
 FRAME_BYTES = 4
 
@@ -146,14 +151,16 @@ def copy_threads() -> int:
     return max(1, min(8, cpus))
 
 
-def reach_distances(reach: int) -> list[int]:
-    """Frame distances 1 .. ``reach`` that the copy looks at: each one up to 8, then about 25 % apart
-    (1, ..., 8, 10, 12, 15, 18, 22, 27, ...): far away, neighbouring frames show nearly the same."""
-    out, d = [], 1
-    while d <= reach:
-        out.append(d)
-        d += max(1, d // 4)
-    return out
+def far_frames(i: int, n: int, reach: int) -> list[int]:
+    """Frames within ``reach`` of frame ``i`` (of ``n``) that the copy's second tier looks at, nearest
+    first (ties: earlier first): every frame up to :data:`DENSE_REACH` away, then only those whose
+    index is a multiple of :data:`FAR_STRIDE`. Far away, neighbouring frames show nearly the same; and
+    because the grid is fixed in the video, consecutive targets are offered the same far frames, so a
+    hole region keeps taking its pixels from the same frame (BENCHMARKS.md: less flicker than frames
+    at fixed distances from each target)."""
+    near = [j for d in range(1, min(reach, DENSE_REACH) + 1) for j in (i - d, i + d)]
+    grid = [j for j in range(i - reach, i + reach + 1) if abs(j - i) > DENSE_REACH and j % FAR_STRIDE == 0]
+    return [j for j in near + sorted(grid, key=lambda j: (abs(j - i), j)) if 0 <= j < n]
 
 
 def copy_sources(
@@ -162,8 +169,8 @@ def copy_sources(
     """Frames the copy fill of frame ``i`` (of ``n``) uses: ``(near, far)``.
 
     ``near``: the ``chosen`` frames, then the ``copy_from`` nearest other frames (ties: earlier first),
-    ranked together; ``far``: the frames at :func:`reach_distances` (``reach``) from ``i`` not in
-    ``near``, nearest first, used only where ``near`` does not show the hole.
+    ranked together; ``far``: the :func:`far_frames` within ``reach`` of ``i`` not in ``near``,
+    used only where ``near`` does not show the hole.
     """
     near = list(chosen)
     span = copy_from + len(near)  # the nearest copy_from frames not chosen lie within it
@@ -172,7 +179,7 @@ def copy_sources(
         key=lambda j: (abs(j - i), j),
     )
     near += others[:copy_from]
-    far = [j for d in reach_distances(reach) for j in (i - d, i + d) if 0 <= j < n and j not in near]
+    far = [j for j in far_frames(i, n, reach) if j not in near]
     return near, far
 
 
