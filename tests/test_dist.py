@@ -82,8 +82,9 @@ def test_collectives_on_two_gloo_ranks(tmp_path: Path) -> None:
 def test_ppg_under_torchrun_keeps_ranks_identical(tmp_path: Path) -> None:
     from test_ppg import TINY, make_run, tiny_config
 
-    overrides = [*TINY, "ppg.iterations=4", "ppg.n_pi=2"]
-    cfg = tiny_config("ppg.iterations=4", "ppg.n_pi=2")
+    extra = ["ppg.iterations=4", "ppg.n_pi=2", "ppg.bc_coef=0.5"]  # the teacher term too (per-rank labels)
+    overrides = [*TINY, *extra]
+    cfg = tiny_config(*extra)
     run = make_run(tmp_path / "run", cfg)
     out = tmp_path / "dump"
     out.mkdir()
@@ -115,5 +116,7 @@ def test_ppg_under_torchrun_keeps_ranks_identical(tmp_path: Path) -> None:
     assert info[0]["writes"] == ["resume_rovr_flow_warm.safetensors"] * 2 + [
         "policy_rovr_flow_warm.safetensors"
     ]
-    assert [r["step"] for r in read_metric_log(run.logs) if "charts/SPS" in r] == [1, 2, 3, 4]
+    rows = [r for r in read_metric_log(run.logs) if "charts/SPS" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["losses/teacher_ce"] > 0 for r in rows)
     assert len(list(run.logs.glob("events.out.tfevents.*"))) == 1
