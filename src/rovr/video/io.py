@@ -488,9 +488,21 @@ class _Writer:
     everything written is discarded on an exception; one never closed is discarded with a warning."""
 
     path: Path
+    frames_written: int = 0
     _closed: bool = True
 
     def close(self) -> None:
+        """Finish the output and move it to ``path`` (atomic); on any failure discard what was written."""
+        if self._closed:
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        log.debug("wrote %s (%d frames)", self.path, self.frames_written)
+
+    def _finish(self) -> None:
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -580,25 +592,17 @@ class VideoWriter(_Writer):
             self._container.mux(packet)
         self.frames_written += 1
 
-    def close(self) -> None:
-        """Flush the encoder and move the finished file to ``path`` (atomic)."""
-        if self._closed:
-            return
+    def _finish(self) -> None:
+        """Flush the encoder and move the finished file to ``path``."""
         if self.frames_written == 0:
-            self.abort()
             raise ValueError(f"no frames were written to '{self.path}'; nothing saved")
-        try:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-            self._closed = True
-            if self.audio_from is not None:
-                self.audio = carry_audio(self._tmp, self.audio_from)
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        log.debug("wrote %s (%d frames)", self.path, self.frames_written)
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._closed = True
+        if self.audio_from is not None:
+            self.audio = carry_audio(self._tmp, self.audio_from)
+        os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         """Discard everything written so far (the target file is left untouched)."""
@@ -787,24 +791,17 @@ class FrameWriter(_Writer):
         write_png(self._tmp / f"{self.frames_written:05d}.png", frame)
         self.frames_written += 1
 
-    def close(self) -> None:
+    def _finish(self) -> None:
         """Move the finished folder to ``path`` (a previous frame folder there is replaced)."""
-        if self._closed:
-            return
-        try:
-            check_frame_folder(self.path)  # still only PNGs: nothing else gets deleted
-            old = None
-            if self.path.exists():
-                old = _temp_beside(self.path, suffix=".old")
-                os.replace(self.path, old)
-            os.replace(self._tmp, self.path)
-            self._closed = True
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            self.abort()
-            raise
-        log.debug("wrote %s (%d frames)", self.path, self.frames_written)
+        check_frame_folder(self.path)  # still only PNGs: nothing else gets deleted
+        old = None
+        if self.path.exists():
+            old = _temp_beside(self.path, suffix=".old")
+            os.replace(self.path, old)
+        os.replace(self._tmp, self.path)
+        self._closed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         """Discard everything written so far (``path`` is left untouched)."""
