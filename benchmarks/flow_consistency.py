@@ -1,0 +1,114 @@
+"""Does conditioning consecutive targets on the same frames raise flow recovery (Eq. 3)?
+
+Usage: .venv/bin/python benchmarks/flow_consistency.py --run runs/demo [--data ../shared/data/real] [--seeds 3]
+
+The flow reward can only change a policy's choices if some choices give a video whose optical flow
+is closer to the original's without giving better frames one by one. The most likely such choice is
+temporal consistency: rebuilding neighbouring targets from the same frames. This benchmark measures
+it with the copy-cost teacher (``oracle_copy``, which peeks at the original) made sticky: at target
+t it keeps the previous target's pair P (``same``: P itself; ``shift``: P + 1, the same offsets
+from the target) whenever that pair is allowed and its copy cost is within a factor 1 + ε of the
+cheapest, and otherwise takes the cheapest pair. Rows: ``oracle_copy`` (ε = 0), the sticky
+variants, ``sequential`` (always t − 1, t − 2 or the nearest frames: maximally consistent) and
+``random``; L_P and flow recovery on the run's test split (or every clip of ``--data``, up to the
+run's ``eval.max_clips``), mean ± std over ``--seeds`` corruption seeds, plus the share of targets
+that kept the previous target's pair and each row's flow recovery minus ``oracle_copy``'s on the
+same corruption seed (mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rovr.conditioning import Chooser, cheapest_pairs, copy_pair_costs, make_baseline
+from rovr.config import load_config
+from rovr.evaluate import evaluation_clips, run_policy
+from rovr.metrics.flow import build_flow
+from rovr.metrics.perceptual import build_perceptual
+from rovr.models.local import LocalNet
+from rovr.reconstruct import Episodes
+from rovr.train.common import load_model
+
+
+class StickyCopy:
+    """``oracle_copy`` that keeps the previous target's pair (or that pair + 1) while its copy cost is
+    within ``1 + eps`` of the cheapest pair's."""
+
+    def __init__(self, eps: float, mode: str) -> None:
+        self.eps, self.mode = eps, mode
+        self.name = f"sticky copy, {mode}, eps {eps:g}"
+        self.prev: torch.Tensor | None = None
+        self.kept = self.steps = 0
+
+    def reset(self, episodes: Episodes) -> None:
+        self.prev = None
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        cost = copy_pair_costs(episodes)  # (B, T, T), +inf where not allowed
+        best = cheapest_pairs(cost)
+        if self.prev is not None:
+            n = episodes.num_frames
+            cand = self.prev + (1 if self.mode == "shift" else 0)
+            inside = ((cand >= 0) & (cand < n)).all(dim=1)
+            rows = torch.arange(len(best))
+            c = cost[rows, cand[:, 0].clamp(0, n - 1), cand[:, 1].clamp(0, n - 1)]
+            low = cost.flatten(1).min(dim=1).values
+            keep = inside & torch.isfinite(c) & (c <= (1.0 + self.eps) * low + 1e-12)
+            best = torch.where(keep[:, None], cand, best)
+            self.kept += int(keep.sum())
+            self.steps += len(best)
+        self.prev = best.clone()
+        return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", required=True, help="run folder (rovr demo / rovr train)")
+    parser.add_argument("--data", help="folder of videos (default: the run's test split)")
+    parser.add_argument("--seeds", type=int, default=3, help="corruption seeds")
+    args = parser.parse_args()
+    run = Path(args.run)
+    cfg = load_config(run / "config.yaml")
+    device = torch.device("cpu")
+    net = LocalNet(cfg.local, cfg.k)
+    load_model(run / "local.safetensors", net, cfg, "rovr pretrain-local")
+    net.eval()
+    perceptual = build_perceptual(cfg.metric, device)
+    flow = build_flow(cfg.metric, device)
+    sticky = [StickyCopy(eps, mode) for mode in ("same", "shift") for eps in (0.0, 0.1, 0.3, 1.0)]
+    choosers: list[Chooser] = [make_baseline("oracle_copy"), *sticky, make_baseline("sequential")]
+    choosers.append(make_baseline("random"))
+    results: dict[str, list[tuple[float, float]]] = {c.name: [] for c in choosers}
+    what = ""
+    for seed in range(args.seeds):
+        clips, what = evaluation_clips(cfg, args.data, seed, cfg.eval.max_clips)
+        for chooser in choosers:
+            r = run_policy(
+                clips, chooser, net, perceptual, k=cfg.k, cell=cfg.policy.cell, flow=flow, device=device
+            )
+            assert r.flow_recovery is not None
+            results[chooser.name].append((float(r.loss.mean()), float(np.nanmean(r.flow_recovery))))
+    print(f"{what}: {args.seeds} corruption seeds, L_P = {perceptual.name}, flow = {flow.name}\n")
+    print("| chooser | kept the previous pair | L_P | flow recovery | flow − oracle_copy's, same seed |")
+    print("| --- | --- | --- | --- | --- |")
+    ref = np.array(results["oracle_copy"])[:, 1]
+    for chooser in choosers:
+        v = np.array(results[chooser.name])
+        kept = (
+            f"{chooser.kept / chooser.steps:.2f}"
+            if isinstance(chooser, StickyCopy) and chooser.steps
+            else "—"
+        )
+        d = v[:, 1] - ref
+        print(
+            f"| {chooser.name} | {kept} | {v[:, 0].mean():.4f} ± {v[:, 0].std():.4f} "
+            f"| {v[:, 1].mean():.3f} ± {v[:, 1].std():.3f} | {d.mean():+.4f} ± {d.std():.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
