@@ -7,7 +7,17 @@ import cv2
 import numpy as np
 import pytest
 
-from rovr.fill import GUARD, MAX_ERROR, UNSEEN_RADIUS, _shows, _view, copy_fill, default_search, match_region
+from rovr.fill import (
+    GUARD,
+    MAX_ERROR,
+    UNSEEN_RADIUS,
+    _shows,
+    _view,
+    copy_fill,
+    default_search,
+    luma,
+    match_region,
+)
 
 
 def texture(h: int, w: int, seed: int, sigma: float = 1.5) -> np.ndarray:
@@ -53,6 +63,31 @@ def test_each_hole_region_gets_its_own_translation() -> None:
     out, stats = copy_fill(with_gamma_fill(truth, mask), mask, [ref], [np.zeros((h, w), bool)])
     np.testing.assert_array_equal(out, truth)  # holes exact, everything else untouched
     assert stats.hole == stats.copied == mask.sum()
+
+
+def test_luma_is_bt601_by_hand() -> None:
+    """Y = 0.299 R + 0.587 G + 0.114 B, from uint8 or float, as float32."""
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]], np.uint8)
+    y = luma(rgb)
+    assert y.dtype == np.float32 and y.shape == (1, 4)
+    expect = [0.299 * 255, 0.587 * 255, 0.114 * 255, 0.299 * 10 + 0.587 * 20 + 0.114 * 30]
+    np.testing.assert_allclose(y[0], expect, atol=1e-3)
+    np.testing.assert_array_equal(luma(rgb.astype(np.float32)), y)
+
+
+def test_match_region_on_luma_and_on_colour_agree() -> None:
+    """The placement found on the luma is the colour one's; E is per channel in both (here 0: exact)."""
+    h, w, S = 80, 90, 10
+    ref = texture(h, w, 3)
+    truth = shifted(ref, 4, -7)
+    padded = cv2.copyMakeBorder(ref.astype(np.float32), S, S, S, S, cv2.BORDER_REFLECT)
+    y0, x0 = 20, 25
+    tmpl = truth[y0 : y0 + 30, x0 : x0 + 34].astype(np.float32)
+    weight = np.ones((30, 34), np.float32)
+    colour = match_region(padded, tmpl, weight, y0, x0, S)
+    grey = match_region(luma(padded), luma(tmpl), weight, y0, x0, S)
+    assert colour[:2] == grey[:2] == (4, -7)
+    assert colour[2] == pytest.approx(0.0, abs=1e-3) and grey[2] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_a_large_motion_is_found_coarse_to_fine() -> None:

@@ -7,11 +7,13 @@ the nearest other frames and, where those leave pixels, frames up to ``--copy-re
 connected region ``C`` of the target's holes, grown by ``margin`` pixels, and each offered frame
 ``j``, it finds the integer translation
 
-    d_j = argmin_{|d|∞ ≤ S}  E_j(d),   E_j(d) = Σ_{p∈C} w(p)² ‖R_j(p + d) − G(p)‖² / (3 Σ_{p∈C} w(p)²)
+    d_j = argmin_{|d|∞ ≤ S}  E_j(d),   E_j(d) = Σ_{p∈C} w(p)² (Y(R_j)(p + d) − Y(G)(p))² / Σ_{p∈C} w(p)²
 
 where ``G`` is the target with Γ's upsampled fill in its holes, ``R_j`` frame j with Γ's fill in
-its own holes, and ``w = 1`` on the ring of known pixels around the hole, ``1/2`` inside it (where
-``G`` is only Γ's blurred estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel
+its own holes, ``Y`` the luma (0.299 R + 0.587 G + 0.114 B; a third of the work of matching the
+three colours, the same placements on the real clips, BENCHMARKS.md) and ``w = 1`` on the ring of
+known pixels around the hole, ``1/2`` inside it (where ``G`` is only Γ's blurred estimate; the
+square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel
 ``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
 (frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count; frames
 offered in groups, ``tiers``, are ranked within a group, and a later group only gives what the
@@ -74,12 +76,20 @@ class FillStats:
 
 
 def _best_offset(image: np.ndarray, template: np.ndarray, weight: np.ndarray) -> tuple[int, int, float]:
-    """argmin over placements of the weighted SSD; (dy, dx) from the top-left of ``image``, and E."""
-    w3 = np.repeat(weight[..., None], 3, axis=2)
-    res = cv2.matchTemplate(image, template, cv2.TM_SQDIFF, mask=w3)
+    """argmin over placements of the weighted SSD; (dy, dx) from the top-left of ``image``, and E.
+
+    ``image`` and ``template`` are (h, w) or (h, w, C) float32; E is per channel."""
+    channels = 1 if template.ndim == 2 else template.shape[2]
+    mask = weight if channels == 1 else np.repeat(weight[..., None], channels, axis=2)
+    res = cv2.matchTemplate(image, template, cv2.TM_SQDIFF, mask=mask)
     res = np.where(np.isfinite(res), res, np.inf)
     dy, dx = np.unravel_index(int(np.argmin(res)), res.shape)
-    return int(dy), int(dx), float(res[dy, dx]) / (3.0 * float((weight**2).sum()))
+    return int(dy), int(dx), float(res[dy, dx]) / (channels * float((weight**2).sum()))
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    """(h, w, 3) RGB, any dtype -> (h, w) float32 luma (ITU-R BT.601 weights, as OpenCV's RGB2GRAY)."""
+    return cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)
 
 
 def _reflect(index: np.ndarray, size: int) -> np.ndarray:
@@ -127,7 +137,7 @@ def _shrink(x: np.ndarray, f: int) -> np.ndarray:
 def match_region(
     ref: np.ndarray, template: np.ndarray, weight: np.ndarray, y0: int, x0: int, search: int
 ) -> tuple[int, int, float]:
-    """Translation (dy, dx), |d|∞ ≤ search, placing ``template`` (h, w, 3) float32 best in ``ref``.
+    """Translation (dy, dx), |d|∞ ≤ search, placing ``template`` (h, w) or (h, w, C) float32 best in ``ref``.
 
     ``ref`` is the frame padded by ``search`` pixels on every side (float32) and the template sits
     at (y0, x0) of the unpadded frame; passing the crop ``ref[y0 : y0 + h + 2·search, x0 : x0 + w +
@@ -199,6 +209,7 @@ def copy_fill(
             continue
         weight = np.where(hole, HOLE_WEIGHT, 1.0).astype(np.float32) * region
         template = target[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+        template_luma = luma(template)
         todo = hole.copy()
         patch = out[y0 : y0 + h, x0 : x0 + w]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -209,8 +220,8 @@ def copy_fill(
             ranked = sorted(
                 (
                     match_region(
-                        _view(refs[j], y0 - S, x0 - S, h + 2 * S, w + 2 * S).astype(np.float32),
-                        template,
+                        luma(_view(refs[j], y0 - S, x0 - S, h + 2 * S, w + 2 * S)),
+                        template_luma,
                         weight,
                         0,
                         0,
