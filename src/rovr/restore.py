@@ -508,7 +508,6 @@ def restore_video(
             assert len(small) <= length and len(full) <= length  # only the next window's overlap is kept
             assert len(ready) <= 2 * lag + batch * length
     assert result.frames == info.frames and not full
-    assert result.frames == info.frames and not full
     result.seconds = time.perf_counter() - started
     result.audio = writer.audio
     if report is not None:
