@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 
 from rovr.metrics.perceptual import build_perceptual
-from rovr.models.local import LocalNet
 from rovr.models.policy import build_actor, pair_log_prob_table
 from rovr.reconstruct import Episodes
 from rovr.restore import load_run
-from rovr.train.common import corrupted_clips, load_model, save_model
+from rovr.train.common import corrupted_clips, load_local, load_model, save_model
 
 COPIED = (
     "config.yaml",
@@ -75,8 +74,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         shutil.copy(run.root / name, out / name)
-    net = LocalNet(cfg.local, cfg.k).eval()
-    load_model(run.local, net, cfg, "rovr pretrain-local")
+    net = load_local(run.local, cfg)
     metric = build_perceptual(cfg.metric)
     T = cfg.data.frames
     ia, ib = torch.triu_indices(T, T, offset=1)  # the order of pair_log_prob_table

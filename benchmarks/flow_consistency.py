@@ -25,13 +25,12 @@ import numpy as np
 import torch
 
 from rovr.conditioning import Chooser, cheapest_pairs, copy_pair_costs, make_baseline
-from rovr.config import load_config
 from rovr.evaluate import evaluation_clips, run_policy
 from rovr.metrics.flow import build_flow
 from rovr.metrics.perceptual import build_perceptual
-from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes
-from rovr.train.common import load_model
+from rovr.restore import load_run
+from rovr.train.common import load_local
 
 
 class StickyCopy:
@@ -71,12 +70,9 @@ def main() -> None:
     parser.add_argument("--data", help="folder of videos (default: the run's test split)")
     parser.add_argument("--seeds", type=int, default=3, help="corruption seeds")
     args = parser.parse_args()
-    run = Path(args.run)
-    cfg = load_config(run / "config.yaml")
+    cfg, run = load_run(Path(args.run))
     device = torch.device("cpu")
-    net = LocalNet(cfg.local, cfg.k)
-    load_model(run / "local.safetensors", net, cfg, "rovr pretrain-local")
-    net.eval()
+    net = load_local(run.local, cfg, device)
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
     sticky = [StickyCopy(eps, mode) for mode in ("same", "shift") for eps in (0.0, 0.1, 0.3, 1.0)]

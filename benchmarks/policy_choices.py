@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from rovr.conditioning import Chooser, make_baseline
-from rovr.config import load_config
 from rovr.evaluate import evaluation_clips, load_policies, run_policy
 from rovr.metrics.perceptual import build_perceptual
-from rovr.models.local import LocalNet
-from rovr.train.common import load_model
+from rovr.restore import load_run
+from rovr.train.common import load_local
 
 
 def main() -> None:
@@ -31,15 +30,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="corruption seed")
     parser.add_argument("--brute-force", action="store_true", help="add the brute-force row (slow)")
     args = parser.parse_args()
-    run = Path(args.run)
-    cfg = load_config(run / "config.yaml")
+    cfg, run = load_run(Path(args.run))
     device = torch.device("cpu")
-    net = LocalNet(cfg.local, cfg.k)
-    load_model(run / "local.safetensors", net, cfg, "rovr pretrain-local")
-    net.eval()
+    net = load_local(run.local, cfg, device)
     perceptual = build_perceptual(cfg.metric, device)
     clips, what = evaluation_clips(cfg, args.data, args.seed, cfg.eval.max_clips)
-    policies, _ = load_policies(cfg, run, device)
+    policies, _ = load_policies(cfg, run.root, device)
     choosers: list[Chooser] = [*policies.values()]
     extra = ["oracle_copy", "sequential"] + (["brute_force"] if args.brute_force else [])
     choosers += [make_baseline(name) for name in extra]

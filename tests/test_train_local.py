@@ -27,7 +27,7 @@ from rovr.errors import CheckpointError, RovrError
 from rovr.metrics.perceptual import lambda_schedule
 from rovr.models.local import LocalNet, LocalNetConfig
 from rovr.train import local as stage
-from rovr.train.common import RunDir, load_model, prepare_run, read_metric_log
+from rovr.train.common import RunDir, load_local, load_model, prepare_run, read_metric_log
 from rovr.train.local import Batch, SamplePool, cosine_lr, pretrain_local, stage_progress
 
 STEPS = 8
@@ -319,6 +319,20 @@ def test_final_checkpoint_into_another_architecture_is_refused(tmp_path: Path) -
     with pytest.raises(CheckpointError) as err:
         load_model(run.local, LocalNet(other.local, other.k), other, "rovr pretrain-local")
     assert "depth" in one_line(err)
+
+
+def test_load_local_gives_the_saved_gamma_in_eval_mode(tmp_path: Path) -> None:
+    """load_local = LocalNet(cfg) + load_model + eval, on the device; a missing file names the command."""
+    cfg = tiny(steps=2)
+    run = prepare_run(cfg, tmp_path / "run")
+    pretrain_local(cfg, run, progress=False)
+    net = load_local(run.local, cfg, "cpu")
+    assert not net.training and next(net.parameters()).device.type == "cpu"
+    tensors, _ = load_checkpoint(run.local)
+    assert all(torch.equal(p.detach(), tensors[n]) for n, p in net.named_parameters())
+    with pytest.raises(CheckpointError) as err:
+        load_local(tmp_path / "none.safetensors", cfg, hint="rovr train-policy")
+    assert "run `rovr train-policy` first" in one_line(err)
 
 
 def test_final_checkpoint_serves_another_policy_config(tmp_path: Path) -> None:

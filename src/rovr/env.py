@@ -62,14 +62,15 @@ def _build_models(cfg: RunConfig, local_checkpoint: str | None) -> tuple[Any, An
     from rovr.metrics.flow import build_flow
     from rovr.metrics.perceptual import build_perceptual
     from rovr.models.local import LocalNet
-    from rovr.train.common import load_model
+    from rovr.train.common import load_local
 
     device = torch.device(cfg.device)
-    net = LocalNet(cfg.local, cfg.k).to(device).eval()
     if local_checkpoint:
         from pathlib import Path
 
-        load_model(Path(local_checkpoint), net, cfg, "rovr pretrain-local")
+        net = load_local(Path(local_checkpoint), cfg, device)
+    else:
+        net = LocalNet(cfg.local, cfg.k).to(device).eval()
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device) if cfg.ppg.flow_reward else None
     return net, perceptual, flow

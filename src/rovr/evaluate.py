@@ -837,8 +837,7 @@ def evaluate_run(
     from rovr.config import config_from_dict, read_yaml, to_dict
     from rovr.metrics.flow import build_flow
     from rovr.metrics.perceptual import build_perceptual
-    from rovr.models.local import LocalNet
-    from rovr.train.common import RunDir, load_model, read_metric_log, setup_torch
+    from rovr.train.common import RunDir, load_local, read_metric_log, setup_torch
 
     started = time.perf_counter()
     run = RunDir(Path(run_dir))
@@ -868,18 +867,14 @@ def evaluate_run(
                 f"--local '{local}' is neither a file nor a file of run folder '{run.root}'; "
                 "pass a Γ checkpoint such as local_rovr_flow_warm.safetensors"
             )
-    net = LocalNet(cfg.local, cfg.k)
-    load_model(gamma, net, cfg, "rovr pretrain-local")
-    net.to(device).eval()
+    net = load_local(gamma, cfg, device)
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
     policies, unusable = load_policies(cfg, run.root, device)
     nets: dict[str, LocalNet] = {}  # a policy whose PPG run also trained Γ is evaluated with that Γ
     for name in policies if local is None else ():
         if (path := run.local_for(name)) != run.local:
-            nets[name] = LocalNet(cfg.local, cfg.k)
-            load_model(path, nets[name], cfg, "rovr train-policy")
-            nets[name].to(device).eval()
+            nets[name] = load_local(path, cfg, device, "rovr train-policy")
     missing = [n for n in LEARNED_POLICIES if n not in policies and n not in unusable]
     if missing:
         log.info("policies not in %s: %s", run.root, ", ".join(missing))

@@ -45,7 +45,7 @@ from rovr.errors import CheckpointError, DataError, RovrError
 from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
-from rovr.train.common import RunDir, load_model, load_policy
+from rovr.train.common import RunDir, load_local, load_policy
 from rovr.video.io import FrameWriter, VideoWriter, check_frame_folder, iter_frames, iter_masks, probe
 
 log = logging.getLogger(__name__)
@@ -354,10 +354,9 @@ def restore_video(
             cfg.data.frames,
         )
         chooser = make_baseline("oracle_best")
-    net = LocalNet(cfg.local, cfg.k).to(device).eval()
     # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
     gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
-    load_model(gamma, net, cfg, "rovr pretrain-local")
+    net = load_local(gamma, cfg, device)
     plan = plan_windows(info.frames, length)
     work = working_size(info.height, info.width, cfg.data.size)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None

@@ -20,6 +20,7 @@ from rovr.errors import CheckpointError, ConfigError, RovrError
 
 if TYPE_CHECKING:
     from rovr.conditioning import PolicyChooser
+    from rovr.models.local import LocalNet
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,18 @@ def load_model(path: Path, model: torch.nn.Module, cfg: RunConfig, hint: str) ->
     check_same_architecture(cfg, meta, path, LOCAL_ARCH_KEYS if isinstance(model, LocalNet) else ARCH_KEYS)
     load_state(model, tensors, "", path)
     return meta
+
+
+def load_local(
+    path: Path, cfg: RunConfig, device: torch.device | str | None = None, hint: str = "rovr pretrain-local"
+) -> LocalNet:
+    """A trained Γ of a run (``cfg.local``, ``cfg.k``), on ``device`` (default the CPU), in eval mode;
+    a missing file says which command makes it (``hint``)."""
+    from rovr.models.local import LocalNet
+
+    net = LocalNet(cfg.local, cfg.k)
+    load_model(path, net, cfg, hint)
+    return net.to(device or torch.device("cpu")).eval()
 
 
 def load_policy(

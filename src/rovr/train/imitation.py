@@ -63,7 +63,7 @@ from rovr.train.common import (
     MetricLog,
     RunDir,
     corrupted_clips,
-    load_model,
+    load_local,
     save_model,
     seed_everything,
     setup_torch,
@@ -334,8 +334,7 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
         raise RovrError(f"imitation learning is implemented for pairs (k=2); got k={cfg.k}")
     seed_everything(cfg.seed + 2)
     device = setup_torch(cfg)
-    net = LocalNet(cfg.local, cfg.k).to(device).eval()
-    load_model(run.local, net, cfg, "rovr pretrain-local")
+    net = load_local(run.local, cfg, device)
     t0 = time.time()
     clips = ClipSet(cfg.data, "train")  # decoded once, corrupted MASK_VARIANTS times
     train_clips = [  # clip-major: the variants of one clip alternate between the expert and random

@@ -56,7 +56,6 @@ from rovr.data.corruption import corrupt
 from rovr.errors import CheckpointError, RovrError
 from rovr.metrics.flow import build_flow
 from rovr.metrics.perceptual import build_perceptual, reconstruction_loss
-from rovr.models.local import LocalNet
 from rovr.models.policy import (
     ActorNet,
     CriticNet,
@@ -76,6 +75,7 @@ from rovr.train.common import (
     MetricLog,
     RunDir,
     check_same_architecture,
+    load_local,
     load_model,
     save_model,
     seed_everything,
@@ -604,8 +604,7 @@ class Trainer:
         self.name = policy_name(cfg)
         seed_everything(cfg.seed + 1000 * dist.rank())
         # models: Γ (pretrained, stage 1), actor (warm: imitation, stage 2), critic; rank 0's weights everywhere
-        self.net = LocalNet(cfg.local, cfg.k).to(self.device).eval()
-        load_model(run.local, self.net, cfg, "rovr pretrain-local")
+        self.net = load_local(run.local, cfg, self.device)
         actor = build_actor(cfg.policy, cfg.data.frames).to(self.device)
         critic = build_critic(cfg.policy, cfg.data.frames).to(self.device)
         if cfg.ppg.warm_start:
