@@ -11,10 +11,9 @@ connected region ``C`` of the target's holes, grown by ``margin`` pixels, and ea
 
 where ``G`` is the target with Γ's upsampled fill in its holes, ``R_j`` frame j with Γ's fill in
 its own holes, ``Y`` the luma (0.299 R + 0.587 G + 0.114 B; a third of the work of matching the
-three colours, the same placements on the real clips, BENCHMARKS.md) and ``w = 1`` on the ring of
-known pixels around the hole, ``1/2`` inside it (where ``G`` is only Γ's blurred estimate; the
-square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel
-``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
+three colours, hole PSNR within 0.1 dB of it on the real clips, BENCHMARKS.md) and ``w = 1`` on
+the ring of known pixels around the hole, ``1/2`` inside it (where ``G`` is only Γ's blurred
+estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel ``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
 (frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count; frames
 offered in groups, ``tiers``, are ranked within a group, and a later group only gives what the
 earlier ones did not show: restore offers the chosen and nearest frames first, farther ones after),
