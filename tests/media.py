@@ -23,10 +23,11 @@ def write_video_with_sound(
     fmt: str = "mp4",
     rate: int = 44100,
     offset: float = 0.0,
+    wave: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Write uint8 (T, H, W, 3) frames (H.264) with a mono 440 Hz tone as long as the video,
-    starting ``offset`` seconds in; returns the tone's samples."""
-    wave = tone(len(frames) / fps - offset, rate)
+    """Write uint8 (T, H, W, 3) frames (H.264) with a mono 440 Hz tone as long as the video (or the
+    float32 samples ``wave``), starting ``offset`` seconds in; returns the sound's samples."""
+    wave = tone(len(frames) / fps - offset, rate) if wave is None else wave
     pcm = audio_codec.startswith("pcm_s16")
     with av.open(str(path), "w", format=fmt) as c:
         v = c.add_stream("libx264", rate=fps)

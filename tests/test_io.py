@@ -155,6 +155,44 @@ def test_writer_carries_the_sound_of_a_video(
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(("codec", "fmt"), [("aac", "mp4"), ("pcm_s16le", "mov")])
+def test_a_span_of_the_sound_is_cut_sample_exact(tmp_path: Path, codec: str, fmt: str) -> None:
+    """audio_span (1.0, 1.6) of 440 Hz for 1 s then 880 Hz: 0.6 s of 880 Hz from the output's start."""
+    rate, frames = 22050, smooth_frames(20, 32, 48)
+    t = np.arange(2 * rate) / rate
+    wave = (0.3 * np.sin(2 * np.pi * np.where(t < 1.0, 440, 880) * t)).astype(np.float32)
+    src = tmp_path / f"in.{fmt}"
+    write_video_with_sound(src, frames, fps=10, audio_codec=codec, fmt=fmt, rate=rate, wave=wave)
+    out = tmp_path / "out.mp4"
+    with io.VideoWriter(out, 10, 48, 32, audio_from=src, audio_span=(1.0, 1.6)) as w:
+        for f in frames[10:16]:
+            w.write(f)
+    assert w.audio is not None and w.audio.endswith("re-encoded as AAC")
+    _, start, sound = sound_of(out)
+    assert start == pytest.approx(0.0, abs=0.05)
+    assert abs(len(sound) - round(0.6 * rate)) <= 2048
+    assert _dominant_hz(sound[: round(0.6 * rate)], rate) == pytest.approx(880, abs=10)
+
+
+def test_cut_keeps_interleaved_channels_together() -> None:
+    """Samples lo..hi of a packed stereo frame are the pairs lo..hi (not single values)."""
+    n = 100
+    left, right = np.arange(n, dtype=np.int16), -np.arange(n, dtype=np.int16)
+    packed = np.stack([left, right], axis=1).reshape(1, -1)  # L0 R0 L1 R1 ...
+    frame = av.AudioFrame.from_ndarray(packed, format="s16", layout="stereo")
+    frame.sample_rate = 8000
+    part = io._cut(frame, 10, 30)
+    assert part.samples == 20 and part.sample_rate == 8000 and part.layout.name == "stereo"
+    assert np.array_equal(part.to_ndarray().reshape(-1, 2), np.stack([left, right], axis=1)[10:30])
+    planar = av.AudioFrame.from_ndarray(
+        np.stack([left, right]).astype(np.float32), format="fltp", layout="stereo"
+    )
+    planar.sample_rate = 8000
+    assert np.array_equal(
+        io._cut(planar, 5, 7).to_ndarray(), np.stack([left, right])[:, 5:7].astype(np.float32)
+    )
+
+
 def test_no_sound_to_carry(tmp_path: Path) -> None:
     """A silent video or a frame folder: no audio stream, nothing said."""
     frames = smooth_frames(5, 32, 48)
@@ -307,6 +345,33 @@ def test_a_mask_video_gives_one_mask_per_frame(real_dir: Path, tmp_path: Path) -
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(DataError, match="^masks: "):
         io.iter_masks(tmp_path / "broken.mp4", info.frames, info.height, info.width)
+
+
+def test_masks_of_a_part_of_the_video(tmp_path: Path) -> None:
+    """iter_masks(start, count) gives masks start..start+count-1 from a folder, a mask video and one
+    image; the count is still checked against the whole video; a window outside it is refused."""
+    n, h, w = 12, 16, 24
+    truth = np.zeros((n, h, w), bool)
+    for i in range(n):
+        truth[i, 2:10, i : i + 8] = True
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for i in range(n):
+        io.write_png(folder / f"{i:03d}.png", truth[i])
+    video = tmp_path / "masks.mp4"
+    io.write_video(video, np.repeat(truth[..., None].astype(np.uint8) * 255, 3, axis=3), fps=10)
+    for src in (folder, video):
+        part = np.stack(list(io.iter_masks(src, n, h, w, start=4, count=5)))
+        assert part.shape == (5, h, w)
+        assert (part != truth[4:9]).mean() < 0.01, src  # exact for PNGs; the codec's edges for the mp4
+    np.testing.assert_array_equal(
+        np.stack(list(io.iter_masks(folder, n, h, w, start=4, count=5))), truth[4:9]
+    )
+    assert len(list(io.iter_masks(folder / "003.png", n, h, w, start=10))) == 2
+    with pytest.raises(DataError, match="has 12 masks but the video has 20 frames"):
+        io.iter_masks(folder, 20, h, w, start=4, count=5)
+    with pytest.raises(ValueError, match="outside"):
+        io.iter_masks(folder, n, h, w, start=10, count=5)
 
 
 @pytest.mark.parametrize("video", ["schoolgirls", "dogs_jump"])

@@ -253,6 +253,50 @@ def test_every_frame_written_once_in_order(
     assert res.policy == ("imitation" if n >= T else "oracle_best")
 
 
+@pytest.mark.parametrize(("start", "count"), [(5, 12), (0, 4), (13, None)])
+def test_a_part_of_the_video_is_restored_alone(
+    run_dir: Path, tmp_path: Path, start: int, count: int | None
+) -> None:
+    """--start/--frames: the output is exactly those input frames (known pixels, PNG: lossless), each
+    with its own mask (a hole only in input frame 7 changes only that frame); the report counts in
+    the input's frame numbers, and no frame outside the part is decoded or copied from."""
+    n, h, w = 25, 24, 32
+    frames = indexed_video(n, h, w)
+    holes = np.zeros((n, h, w), bool)
+    holes[7, 8:16, 10:20] = True
+    io.write_frames(tmp_path / "in", frames)
+    masks = write_masks(tmp_path / "masks", holes)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    res = restore_video(tmp_path / "in", masks, out, run_dir, report=report, start=start, frames=count)
+    m = n - start if count is None else count
+    part = slice(start, start + m)
+    written = io.read_video(out)
+    assert res.frames == m and written.shape == (m, h, w, 3)
+    assert np.array_equal(written[~holes[part]], frames[part][~holes[part]])
+    changed = [k for k in range(m) if not np.array_equal(written[k], frames[start + k])]
+    assert changed == ([7 - start] if start <= 7 < start + m else [])
+    r = json.loads(report.read_text())
+    assert r["start"] == start and r["frames"] == m and r["windows"][0][0] == start
+    assert r["windows"][-1][1] == start + m
+    for t, cond in enumerate(r["conditioning"]):
+        assert (
+            cond == [] if t != 7 - start else (len(cond) == 2 and all(start <= c < start + m for c in cond))
+        )
+
+
+def test_a_part_keeps_the_sound_of_its_stretch(run_dir: Path, tmp_path: Path) -> None:
+    """--start 12 --frames 6 of a 2-s video at 12 fps: the output's sound is 0.5 s long, from 1 s in."""
+    n, h, w = 24, 32, 48
+    video = tmp_path / "in.mp4"
+    write_video_with_sound(video, indexed_video(n, h, w), fps=12)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    res = restore_video(video, masks, tmp_path / "out.mp4", run_dir, start=12, frames=6)
+    assert res.audio == "aac re-encoded as AAC" and io.probe(tmp_path / "out.mp4").frames == 6
+    _, begin, sound = sound_of(tmp_path / "out.mp4")
+    assert begin == pytest.approx(0.0, abs=0.05)
+    assert abs(len(sound) - 44100 // 2) <= 2048  # the encoder's frame of padding at most
+
+
 def test_the_sound_goes_along(run_dir: Path, tmp_path: Path) -> None:
     """The input's audio track is in the output (AAC copied); --no-audio leaves it out."""
     n, h, w = 24, 32, 48
@@ -326,7 +370,13 @@ class CapturingWriter:
     audio = None
 
     def __init__(
-        self, path: Path, fps: float, width: int, height: int, audio_from: Path | None = None
+        self,
+        path: Path,
+        fps: float,
+        width: int,
+        height: int,
+        audio_from: Path | None = None,
+        audio_span: tuple[float, float] | None = None,
     ) -> None:
         self.shape = (height, width, 3)
         CapturingWriter.frames = []
@@ -633,8 +683,8 @@ def test_frames_are_held_only_until_written(
     reads: list[int] = []
     ahead: list[int] = []
 
-    def counting_frames(path: Path) -> Iterator[np.ndarray]:
-        for frame in io.iter_frames(path):
+    def counting_frames(path: Path, start: int = 0, count: int | None = None) -> Iterator[np.ndarray]:
+        for frame in io.iter_frames(path, start, count):
             reads.append(1)
             yield frame
 
@@ -801,6 +851,9 @@ BAD = {
     "output is the input": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/v.mp4"],
     "negative dilation": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--dilate", "-2"],
     "negative copy-from": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--copy-from", "-1"],
+    "range past the end": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--start", "8"],
+    "range too short": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--frames", "2"],
+    "negative start": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--start", "-1"],
     "negative copy-reach": [
         "restore",
         "{d}/v.mp4",

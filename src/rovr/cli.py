@@ -190,7 +190,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from rovr.video.io import probe
 
     video, masks, out = Path(args.video), Path(args.masks), Path(args.output)
-    total = probe(video).frames
+    total = max(0, args.frames if args.frames is not None else probe(video).frames - args.start)
     with tqdm(total=total, unit="frame", desc="restore", disable=args.no_progress, dynamic_ncols=True) as bar:
         res = restore_video(
             video,
@@ -206,6 +206,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             copy_from=args.copy_from,
             copy_reach=args.copy_reach,
             unseen=args.unseen,
+            start=args.start,
+            frames=args.frames,
         )
     sound = f"; audio {res.audio}" if res.audio else ""
     copied = ""
@@ -387,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-audio",
         action="store_true",
         help="leave the sound out (default: the input's audio is copied, or re-encoded as AAC)",
+    )
+    p.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        metavar="N",
+        help="restore from frame N (0 = the first; default 0); the masks still cover the whole video",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        metavar="N",
+        help="restore N frames only (default: to the end), e.g. a quick look before a long run; "
+        "the output holds just those frames and their sound",
     )
 
     p = add(

@@ -46,7 +46,15 @@ from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
 from rovr.train.common import RunDir, load_local, load_policy
-from rovr.video.io import FrameWriter, VideoWriter, check_frame_folder, iter_frames, iter_masks, probe
+from rovr.video.io import (
+    MIN_FRAMES,
+    FrameWriter,
+    VideoWriter,
+    check_frame_folder,
+    iter_frames,
+    iter_masks,
+    probe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +99,8 @@ class RestoreResult:
     windows: int  # episodes run
     batch: int  # windows run together
     work_size: tuple[int, int]  # (height, width) Γ ran at
-    choices: list[list[int]] | None = None  # frame t -> its conditioning frames ([] if t has no hole)
+    choices: list[list[int]] | None = None  # written frame -> its conditioning frames, as frame numbers of
+    # the input video ([] if it has no hole)
     audio: str | None = None  # how the input's sound was carried (None: it has none, or audio=False)
     fill: str = "copy"  # how hole pixels were filled: "copy" (chosen and nearby frames, full size) or "gamma"
     hole_pixels: int = 0  # hole pixels written
@@ -306,6 +315,8 @@ def restore_video(
     copy_from: int = COPY_FROM,
     copy_reach: int = COPY_REACH,
     unseen: str = "telea",
+    start: int = 0,
+    frames: int | None = None,
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -323,6 +334,10 @@ def restore_video(
     ``copy_reach``: how far (frames) it looks beyond them for what they do not show
     (:func:`copy_sources`; lowered to fit :data:`REACH_BYTES`); ``unseen``: how "copy" fills what no
     frame shows, "telea" (in-painted from around it at full size) or "gamma" (Γ's resized output).
+    ``start``, ``frames``: restore only frames ``start .. start+frames-1`` (default: to the end) into
+    an output of that many frames — a quick look at a long video, or a part of it — with the sound
+    of that stretch; the masks still cover the whole video, and frames outside the part are neither
+    decoded nor copied from.
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, masks, out = Path(video), Path(masks), Path(out)
@@ -341,23 +356,30 @@ def restore_video(
         raise RovrError(f"--unseen must be one of {', '.join(UNSEEN)} (got {unseen!r})")
     check_paths(video, out, report)
     info = probe(video)
-    mask_iter = iter_masks(masks, info.frames, info.height, info.width)  # count and sizes checked here
+    n = info.frames - start if frames is None else frames
+    if start < 0 or n < MIN_FRAMES or start + n > info.frames:
+        raise RovrError(
+            f"--start {start} --frames {n} is outside '{video}' (frames 0..{info.frames - 1}); restore at "
+            f"least {MIN_FRAMES} frames that lie in the video"
+        )
+    # count and sizes checked here, against the whole video
+    mask_iter = iter_masks(masks, info.frames, info.height, info.width, start, n)
     cfg, run = load_run(checkpoint)
     device = torch.device(cfg.device)
     chooser = pick_chooser(cfg, run, policy)
-    length = min(cfg.data.frames, info.frames)
+    length = min(cfg.data.frames, n)
     if length < cfg.data.frames and isinstance(chooser, PolicyChooser):
         log.warning(
-            "'%s' has %d frames, fewer than the policy's T=%d; using the oracle's best pairs",
+            "'%s' has %d frames to restore, fewer than the policy's T=%d; using the oracle's best pairs",
             video,
-            info.frames,
+            n,
             cfg.data.frames,
         )
         chooser = make_baseline("oracle_best")
     # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
     gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
     net = load_local(gamma, cfg, device)
-    plan = plan_windows(info.frames, length)
+    plan = plan_windows(n, length)
     work = working_size(info.height, info.width, cfg.data.size)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
     if fill == "copy" and work == (info.height, info.width):
@@ -379,10 +401,11 @@ def restore_video(
     lag = max(length - 1, copy_from + cfg.k, reach) if fill == "copy" else 0
     batch = batch or windows_per_batch(info.height, info.width, length, held=2 * lag)
     log.info(
-        "restoring %d frames of %dx%d in %d windows of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
-        info.frames,
+        "restoring %d frames of %dx%d%s in %d windows of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
+        n,
         info.width,
         info.height,
+        f" (frames {start}..{start + n - 1} of {info.frames})" if n < info.frames else "",
         len(plan),
         length,
         min(batch, len(plan)),
@@ -404,7 +427,7 @@ def restore_video(
         unseen=unseen if fill == "copy" else "gamma",
     )
     started = time.perf_counter()
-    frame_iter = iter_frames(video)
+    frame_iter = iter_frames(video, start, n)
     full: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) read, not yet through Γ
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (frame, mask) at the working size
     # frame i with its writing window's Γ fill in its holes (full size), its mask and its chosen
@@ -416,7 +439,14 @@ def restore_video(
         (
             FrameWriter(out, info.width, info.height)
             if frames_out(out)
-            else VideoWriter(out, info.fps, info.width, info.height, audio_from=video if audio else None)
+            else VideoWriter(
+                out,
+                info.fps,
+                info.width,
+                info.height,
+                audio_from=video if audio else None,
+                audio_span=None if n == info.frames else (start / info.fps, (start + n) / info.fps),
+            )
         ) as writer,
         ThreadPoolExecutor(threads) as pool,
     ):
@@ -427,7 +457,7 @@ def restore_video(
                     frame, mask = next(frame_iter), next(mask_iter)
                 except StopIteration:
                     raise DataError(
-                        f"'{video}' ended after {read} of its announced {info.frames} frames (truncated?); "
+                        f"'{video}' ended after {start + read} of its announced {info.frames} frames (truncated?); "
                         "nothing was written"
                     ) from None
                 if kernel is not None:
@@ -462,7 +492,7 @@ def restore_video(
             while written + len(now) < known:
                 i = written + len(now)
                 near, far = (
-                    copy_sources(i, info.frames, ready[i][2], copy_from, reach)
+                    copy_sources(i, n, ready[i][2], copy_from, reach)
                     if fill == "copy" and ready[i][1].any()
                     else ([], [])
                 )
@@ -494,7 +524,7 @@ def restore_video(
                 result.inpainted_pixels += stats.inpainted
                 writer.write(target)
                 if result.choices is not None:
-                    result.choices.append(ready[i][2])
+                    result.choices.append([start + c for c in ready[i][2]])
                 written += 1
                 result.frames += 1
                 if on_frames is not None:
@@ -506,7 +536,7 @@ def restore_video(
                 del small[i]
             assert len(small) <= length and len(full) <= length  # only the next window's overlap is kept
             assert len(ready) <= 2 * lag + batch * length
-    assert result.frames == info.frames and not full
+    assert result.frames == n and not full
     result.seconds = time.perf_counter() - started
     result.audio = writer.audio
     if report is not None:
@@ -518,11 +548,12 @@ def restore_video(
                 "output": str(out),
                 "checkpoint": str(checkpoint),
                 "policy": result.policy,
+                "start": start,
                 "frames": result.frames,
                 "fps": info.fps,
                 "size": [info.width, info.height],
                 "work_size": [work[1], work[0]],
-                "windows": [[w.start, w.stop] for w in plan],
+                "windows": [[start + w.start, start + w.stop] for w in plan],
                 "seconds": round(result.seconds, 3),
                 "audio": result.audio,
                 "fill": result.fill,

@@ -31,7 +31,7 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import av
 import cv2
@@ -397,8 +397,11 @@ def _mask_files(path: Path, num_frames: int, height: int, width: int) -> list[Pa
     return files
 
 
-def _iter_mask_video(path: Path, num_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
-    """The frames of a mask video as bool (H, W), True = hole (any channel >= 128); checked up front."""
+def _iter_mask_video(
+    path: Path, num_frames: int, height: int, width: int, start: int = 0, count: int | None = None
+) -> Iterator[np.ndarray]:
+    """Frames ``start .. start+count-1`` of a mask video as bool (H, W), True = hole (any channel >=
+    128); its size and frame count are checked up front."""
     try:
         info = probe(path)
     except DataError as e:
@@ -413,7 +416,7 @@ def _iter_mask_video(path: Path, num_frames: int, height: int, width: int) -> It
             f"mask video '{path}' has {info.frames} frames but the video has {num_frames}; "
             "provide one mask per frame (or a single mask image for all)"
         )
-    frames = iter_frames(path)
+    frames = iter_frames(path, start, count)
 
     def gen() -> Iterator[np.ndarray]:
         for frame in frames:
@@ -422,26 +425,34 @@ def _iter_mask_video(path: Path, num_frames: int, height: int, width: int) -> It
     return gen()
 
 
-def iter_masks(path: PathLike, num_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
-    """Stream ``num_frames`` masks as bool (H, W), True = hole.
+def iter_masks(
+    path: PathLike, num_frames: int, height: int, width: int, start: int = 0, count: int | None = None
+) -> Iterator[np.ndarray]:
+    """Stream the masks of frames ``start .. start+count-1`` (default: all ``num_frames``) of a video of
+    ``num_frames`` frames, as bool (H, W), True = hole.
 
     ``path`` is a folder with one image per frame (sorted naturally), one image used for every frame
     (then the same read-only array is yielded each time), or a video of the masks, one frame each
     (white on black as segmentation tools export them; lossy codecs blur the edges, so a pixel is a
-    hole where any channel is >= 128). Count and sizes are checked up front.
+    hole where any channel is >= 128). Count and sizes are checked up front (against the whole
+    video: masks cover every frame); masks before ``start`` are not read.
     """
+    if count is None:
+        count = num_frames - start
+    if start < 0 or count < 1 or start + count > num_frames:
+        raise ValueError(f"mask window [{start}, {start + count}) is outside 0..{num_frames}")
     if is_video_file(path):
-        return _iter_mask_video(Path(path), num_frames, height, width)
+        return _iter_mask_video(Path(path), num_frames, height, width, start, count)
     files = _mask_files(Path(path), num_frames, height, width)
 
     def gen() -> Iterator[np.ndarray]:
         if len(files) == 1 and not Path(path).is_dir():
             mask = _read_mask(files[0])
             mask.flags.writeable = False
-            for _ in range(num_frames):
+            for _ in range(count):
                 yield mask
         else:
-            for f in files:
+            for f in files[start : start + count]:
                 yield _read_mask(f)
 
     return gen()
@@ -534,7 +545,7 @@ class VideoWriter(_Writer):
     accepts at any size, so the written file decodes to exactly ``width x height``. Use as a context
     manager: an exception inside the block removes the temporary file. ``audio_from``: a video file
     whose first audio stream goes into the output on close (:func:`carry_audio`; ``self.audio``
-    then says how).
+    then says how); ``audio_span`` (start, end) in seconds of the source: only that part of it.
 
     >>> with VideoWriter("out.mp4", fps=24, width=W, height=H) as w:
     ...     for frame in frames:  # uint8 (H, W, 3) RGB
@@ -550,6 +561,7 @@ class VideoWriter(_Writer):
         crf: int = 18,
         preset: str = "medium",
         audio_from: PathLike | None = None,
+        audio_span: tuple[float, float] | None = None,
     ) -> None:
         if not (np.isfinite(fps) and 0 < fps <= 1000):
             raise ValueError(f"fps must be in (0, 1000] (got {fps})")
@@ -559,6 +571,7 @@ class VideoWriter(_Writer):
         self.width, self.height = int(width), int(height)
         self.frames_written = 0
         self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.audio_span = audio_span
         self.audio: str | None = None  # after close: how the audio was carried (see carry_audio)
         self._closed = True  # until the container is open, there is nothing to abort
         rate = Fraction(fps).limit_denominator(1001)
@@ -601,7 +614,7 @@ class VideoWriter(_Writer):
         self._container.close()
         self._closed = True
         if self.audio_from is not None:
-            self.audio = carry_audio(self._tmp, self.audio_from)
+            self.audio = carry_audio(self._tmp, self.audio_from, self.audio_span)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -622,20 +635,46 @@ def _timed(packets: Iterator[av.Packet]) -> Iterator[tuple[float, av.Packet]]:
             yield float(p.dts * p.time_base), p
 
 
+def _cut(frame: av.AudioFrame, lo: int, hi: int) -> av.AudioFrame:
+    """Samples ``lo .. hi-1`` of an audio frame, as a new frame of the same format, layout and rate."""
+    arr = frame.to_ndarray()  # planar: (channels, samples); packed: (1, samples · channels)
+    per = 1 if frame.format.is_planar else len(frame.layout.channels)
+    cut: Any = np.ascontiguousarray(arr[:, lo * per : hi * per])  # the sample type of the frame's format
+    part = av.AudioFrame.from_ndarray(cut, format=frame.format.name, layout=frame.layout.name)
+    part.sample_rate = frame.sample_rate
+    return part
+
+
 def _encoded_aac(
-    container: av.container.InputContainer, out: av.audio.stream.AudioStream
+    container: av.container.InputContainer,
+    out: av.audio.stream.AudioStream,
+    span: tuple[float, float] | None = None,
 ) -> Iterator[av.Packet]:
-    """Decode the first audio stream of ``container`` and encode it into ``out`` (AAC)."""
+    """Decode the first audio stream of ``container`` and encode it into ``out`` (AAC).
+
+    ``span`` (t0, t1) in seconds: only the sound between them, sample-exact, starting at t0 = 0."""
     rate = out.codec_context.sample_rate
+    t0, t1 = span if span is not None else (0.0, float("inf"))
     samples: int | None = None  # timestamps count samples (time base 1/rate), as the encoder expects
-    for packet in container.demux(container.streams.audio[0]):
-        for frame in packet.decode():
-            if samples is None:  # keep where the sound starts (an offset against the video)
-                start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else 0
-                samples = max(0, round(start * rate))
-            frame.pts, frame.time_base = samples, Fraction(1, rate)
-            samples += frame.samples
-            yield from out.encode(frame)
+    clock = 0.0  # where the next frame starts when it has no timestamp
+    decoded = (f for packet in container.demux(container.streams.audio[0]) for f in packet.decode())
+    for frame in decoded:
+        at = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else clock
+        fr = frame.sample_rate or rate
+        clock = at + frame.samples / fr
+        if at >= t1:
+            break
+        lo = max(0, round((t0 - at) * fr))
+        hi = frame.samples if span is None else min(frame.samples, round((t1 - at) * fr))
+        if hi <= lo:
+            continue
+        if (lo, hi) != (0, frame.samples):
+            frame = _cut(frame, lo, hi)
+        if samples is None:  # keep where the sound starts (an offset against the video)
+            samples = max(0, round((at + lo / fr - t0) * rate))
+        frame.pts, frame.time_base = samples, Fraction(1, rate)
+        samples += frame.samples
+        yield from out.encode(frame)
     yield from out.encode(None)
 
 
@@ -644,7 +683,9 @@ def _encoded_aac(
 MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
 
-def _remux_audio(video: Path, source: Path, out_path: Path, transcode: bool) -> str:
+def _remux_audio(
+    video: Path, source: Path, out_path: Path, transcode: bool, span: tuple[float, float] | None = None
+) -> str:
     with (
         av.open(str(video), "r") as vin,
         av.open(str(source), "r") as ain,
@@ -656,7 +697,7 @@ def _remux_audio(video: Path, source: Path, out_path: Path, transcode: bool) -> 
         if transcode:
             a_out = out.add_stream("aac", rate=a_in.codec_context.sample_rate or 48000)
             a_out.layout = a_in.codec_context.layout
-            audio = _timed(_encoded_aac(ain, a_out))
+            audio = _timed(_encoded_aac(ain, a_out, span))
             how = f"{name} re-encoded as AAC"
         else:
             a_out = out.add_stream_from_template(a_in)
@@ -674,11 +715,13 @@ def _remux_audio(video: Path, source: Path, out_path: Path, transcode: bool) -> 
     return how
 
 
-def carry_audio(video: PathLike, source: PathLike) -> str | None:
+def carry_audio(video: PathLike, source: PathLike, span: tuple[float, float] | None = None) -> str | None:
     """Put the first audio stream of ``source`` beside the video of the mp4 ``video`` (in place).
 
     The audio packets are copied as they are when the codec plays in mp4 (:data:`MP4_AUDIO`), else
     (or when copying fails) re-encoded as AAC, from where the sound starts against the video.
+    ``span`` (t0, t1): only the sound of ``source`` between t0 and t1 seconds, re-encoded, t0 at the
+    video's start (a part of a video restored on its own).
     Returns how (``"aac copied"``, ``"vorbis re-encoded as AAC"``), or None when ``source`` has no
     audio (a frame folder, a silent file). Audio that cannot be carried at all leaves ``video`` as
     it was, with a one-line warning: the repaired frames are never lost for it.
@@ -690,7 +733,7 @@ def carry_audio(video: PathLike, source: PathLike) -> str | None:
         with av.open(str(source), "r") as c:
             if not c.streams.audio:
                 return None
-            copy = c.streams.audio[0].codec_context.name in MP4_AUDIO
+            copy = c.streams.audio[0].codec_context.name in MP4_AUDIO and span is None
     except _AV_ERRORS:
         return None
     tmp = _temp_beside(video, ".mux")
@@ -698,7 +741,7 @@ def carry_audio(video: PathLike, source: PathLike) -> str | None:
     try:
         for transcode in (False, True) if copy else (True,):
             try:
-                how = _remux_audio(video, source, tmp, transcode)
+                how = _remux_audio(video, source, tmp, transcode, span)
             except Exception as e:  # the sound is optional: no failure of it may cost the repaired video
                 reasons.append(_reason(e))
                 tmp.unlink(missing_ok=True)
