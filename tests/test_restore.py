@@ -289,9 +289,11 @@ def test_a_part_keeps_the_sound_of_its_stretch(run_dir: Path, tmp_path: Path) ->
     n, h, w = 24, 32, 48
     video = tmp_path / "in.mp4"
     write_video_with_sound(video, indexed_video(n, h, w), fps=12)
-    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    holes = moving_box_masks(n, h, w)
+    masks = write_masks(tmp_path / "masks", holes)
     res = restore_video(video, masks, tmp_path / "out.mp4", run_dir, start=12, frames=6)
     assert res.audio == "aac re-encoded as AAC" and io.probe(tmp_path / "out.mp4").frames == 6
+    assert frame_order(tmp_path / "out.mp4", video, holes[12:18]) == list(range(12, 18))  # mp4: seeked
     _, begin, sound = sound_of(tmp_path / "out.mp4")
     assert begin == pytest.approx(0.0, abs=0.05)
     assert abs(len(sound) - 44100 // 2) <= 2048  # the encoder's frame of padding at most
