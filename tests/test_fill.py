@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+import rovr.fill as fill_module
 from rovr.fill import (
     GUARD,
     MAX_ERROR,
@@ -17,6 +18,7 @@ from rovr.fill import (
     default_search,
     luma,
     match_region,
+    parabola_vertex,
 )
 
 
@@ -88,6 +90,36 @@ def test_match_region_on_luma_and_on_colour_agree() -> None:
     grey = match_region(luma(padded), luma(tmpl), weight, y0, x0, S)
     assert colour[:2] == grey[:2] == (4, -7)
     assert colour[2] == pytest.approx(0.0, abs=1e-3) and grey[2] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_parabola_vertex_by_hand() -> None:
+    """E(x) = (x − 0.3)² + 2 at −1, 0, 1 is 3.69, 2.09, 2.49: vertex 0.3; clipped to ±½; no minimum: 0."""
+    assert parabola_vertex(3.69, 2.09, 2.49) == pytest.approx(0.3)
+    assert parabola_vertex(2.49, 2.09, 3.69) == pytest.approx(-0.3)
+    assert parabola_vertex(10.0, 1.0, 1.0) == 0.5  # vertex at 0.5 exactly
+    assert parabola_vertex(100.0, 1.0, 0.0) == 0.5  # beyond: clipped
+    assert parabola_vertex(1.0, 1.0, 1.0) == 0.0 and parabola_vertex(0.0, 1.0, 0.0) == 0.0
+
+
+def test_fractional_motion_is_placed_below_the_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Content moved by (1.4, −2.3) px: the copy sampled at the refined offset is much closer to the
+    truth than the whole-pixel copy (SUBPIXEL off), and pixels outside the hole stay untouched."""
+    h, w = 64, 80
+    ref = texture(h, w, 5, sigma=2.5)
+    move = np.float32([[1, 0, -2.3], [0, 1, 1.4]])  # truth(p) = ref(p + (1.4, −2.3)) in (y, x)
+    truth = cv2.warpAffine(
+        ref, move, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+    )
+    mask = box(h, w, 20, 30, 16, 18)
+    target = with_gamma_fill(truth, mask)
+    errors = {}
+    for sub in (True, False):
+        monkeypatch.setattr(fill_module, "SUBPIXEL", sub)
+        out, stats = copy_fill(target, mask, [ref], [np.zeros((h, w), bool)])
+        assert stats.copied == mask.sum()
+        np.testing.assert_array_equal(out[~mask], target[~mask])
+        errors[sub] = float(np.abs(out[mask].astype(float) - truth[mask]).mean())
+    assert errors[True] < 0.5 * errors[False]
 
 
 def test_a_large_motion_is_found_coarse_to_fine() -> None:
