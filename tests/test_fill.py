@@ -174,7 +174,14 @@ def test_pixels_the_frame_does_not_show_are_gammas_or_inpainted(unseen: str) -> 
         assert err < np.abs(GREY - truth[hidden].astype(int)).mean()
 
 
-def test_the_second_frame_fills_what_the_best_one_does_not_show() -> None:
+@pytest.mark.parametrize("blend", [0.0, None])
+def test_the_second_frame_fills_what_the_best_one_does_not_show(
+    blend: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With BLEND = 0 the best frame gives what it shows and the other the rest; by default the two
+    match about as well (noise ±6 levels), so where both show the hole they are averaged."""
+    if blend is not None:
+        monkeypatch.setattr(fill_module, "BLEND", blend)
     h, w = 64, 64
     truth = texture(h, w, 3)
     mask = box(h, w, 24, 24, 14, 14)
@@ -187,9 +194,31 @@ def test_the_second_frame_fills_what_the_best_one_does_not_show() -> None:
         with_gamma_fill(truth, mask), mask, [noisy, exact], [np.zeros((h, w), bool), exact_hole]
     )
     hidden = cv2.dilate(exact_hole.astype(np.uint8), np.ones((2 * GUARD + 1,) * 2, np.uint8)) > 0
-    np.testing.assert_array_equal(out[mask & ~hidden], truth[mask & ~hidden])  # from the exact frame
+    both = truth if blend == 0.0 else np.rint((noisy.astype(np.float32) + truth) / 2).astype(np.uint8)
+    np.testing.assert_array_equal(out[mask & ~hidden], both[mask & ~hidden])  # exact frame, or the mean
     np.testing.assert_array_equal(out[mask & hidden], noisy[mask & hidden])  # the rest from the noisy one
     assert stats.copied == mask.sum()
+
+
+def test_only_frames_that_match_about_as_well_are_averaged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two copies of the truth with independent noise (σ = 8) average to about σ/√2; a third one
+    with σ = 30, usable (ring error under MAX_ERROR) but matching 3.5× worse, is not mixed in."""
+    h, w = 64, 64
+    truth = texture(h, w, 6)
+    mask = box(h, w, 20, 20, 16, 16)
+    rng = np.random.default_rng(7)
+    a, b = (np.clip(truth + rng.normal(0, 8, truth.shape), 0, 255).astype(np.uint8) for _ in range(2))
+    other = np.clip(truth + rng.normal(0, 30, truth.shape), 0, 255).astype(np.uint8)
+    none = np.zeros((h, w), bool)
+    target = with_gamma_fill(truth, mask)
+    errors = {}
+    for blend in (0.0, fill_module.BLEND):
+        monkeypatch.setattr(fill_module, "BLEND", blend)
+        out, _ = copy_fill(target, mask, [a, b, other], [none, none, none])
+        errors[blend] = float(np.abs(out[mask].astype(float) - truth[mask]).mean())
+    assert errors[fill_module.BLEND] < 0.8 * errors[0.0]
+    mean_ab = np.rint((a.astype(np.float32) + b) / 2).astype(np.uint8)
+    assert np.abs(out[mask].astype(int) - mean_ab[mask]).max() <= 1  # the two alone, not `other`
 
 
 def test_a_later_tier_gives_only_what_the_earlier_one_does_not_show() -> None:

@@ -13,10 +13,13 @@ where ``G`` is the target with Γ's upsampled fill in its holes, ``R_j`` frame j
 its own holes, ``Y`` the luma (0.299 R + 0.587 G + 0.114 B; a third of the work of matching the
 three colours, hole PSNR within 0.1 dB of it on the real clips, BENCHMARKS.md) and ``w = 1`` on
 the ring of known pixels around the hole, ``1/2`` inside it (where ``G`` is only Γ's blurred
-estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel ``p`` of C then takes ``R_j(p + d_j)`` from the frame with the lowest ``E_j`` that shows it
-(frame j's own holes, grown by :data:`GUARD` pixels, and pixels outside it do not count; frames
-offered in groups, ``tiers``, are ranked within a group, and a later group only gives what the
-earlier ones did not show: restore offers the chosen and nearest frames first, farther ones after),
+estimate; the square is OpenCV's masked ``TM_SQDIFF``). Each hole pixel ``p`` of C then takes
+``R_j(p + d_j)``: the mean over the frames that show it among the best usable one and those whose
+``E_j`` is within a factor ``1 +`` :data:`BLEND` of its (independent noise and compression
+artefacts average out), else from the frame with the lowest ``E_j`` that shows it (frame j's own
+holes, grown by :data:`GUARD` pixels, and pixels outside it do not count; frames offered in
+groups, ``tiers``, are ranked within a group, and a later group only gives what the earlier ones
+did not show: restore offers the chosen and nearest frames first, farther ones after),
 and what no offered frame shows is in-painted from the pixels around it at full resolution
 (OpenCV's fast marching, Telea 2004: on the real clips better than Γ's upsampled fill, which
 ``unseen="gamma"`` keeps); a region with no known pixel around it (a frame that is all hole) keeps
@@ -61,6 +64,11 @@ HOLE_WEIGHT = 0.5
 #: costs three clips 0.05-0.43 dB; copying from the chosen frames only with no limit falls 0.26 dB
 #: below Γ on one clip.
 MAX_ERROR = 2000.0
+#: Frames whose match error E is within 1 + BLEND of the best usable frame's are averaged where they
+#: show the same hole pixels (less noise and flicker). Chosen on the four real clips of
+#: BENCHMARKS.md ("Restoring at full resolution"): 0.3 raised hole PSNR and SSIM on all four; 1.0
+#: blurred the rectangles (lower SSIM) and cost a quarter more time.
+BLEND = 0.3
 #: Refine each used placement below the pixel (parabola through the SSD at ±1 px) and sample bilinearly.
 SUBPIXEL = True
 #: A refinement smaller than this (pixels, on both axes) is dropped: whole-pixel motion is copied
@@ -274,16 +282,31 @@ def copy_fill(
                 )
                 for j in range(int(lo), int(hi))
             )  # ((E, dx, dy), j), best first
-            for (_, dx, dy), j in ranked:
+            # the first usable frame and any within 1 + BLEND of its error are averaged where they
+            # show the hole; the rest fill, best first, only what those leave
+            acc = np.zeros((h, w, 3), np.float32)
+            cnt = np.zeros((h, w), np.float32)
+            best: float | None = None
+            for (err, dx, dy), j in ranked:
+                near = best is None or err <= (1.0 + BLEND) * best
+                if not near and not todo.any():
+                    break
                 shows = _shows(ref_masks[j], y0 + dy, x0 + dx, h, w)
                 src = _placed(refs[j], y0 + dy, x0 + dx, h, w, template_luma, ring_weight * shows)
                 if float(((src[ring] - template[ring]) ** 2).mean()) > limit:
                     continue
-                take = todo & shows
-                patch[take] = np.clip(np.rint(src[take]), 0, 255).astype(np.uint8)
-                todo &= ~take
-                if not todo.any():
-                    break
+                if best is None:
+                    best = err
+                if near:
+                    add = shows & (todo | (cnt > 0))
+                    acc[add] += src[add]
+                    cnt[add] += 1
+                else:
+                    take = todo & shows
+                    patch[take] = np.clip(np.rint(src[take]), 0, 255).astype(np.uint8)
+                todo &= ~shows
+            blended = cnt > 0
+            patch[blended] = np.clip(np.rint(acc[blended] / cnt[blended, None]), 0, 255).astype(np.uint8)
         stats.copied += int((hole & ~todo).sum())
         left[y0 : y0 + h, x0 : x0 + w][todo] = 1
     if unseen == "telea" and left.any():
