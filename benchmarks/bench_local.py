@@ -17,8 +17,10 @@ affects both alike. Each measurement runs at least ``--min-seconds``.
 
 ``--malloc-ab`` instead compares glibc's default malloc with :data:`TUNABLES` (no mmap/trim of large
 blocks, so freed activations are reused instead of being returned to the kernel and page-faulted back
-in): alternating child processes each run ``--steps`` train steps, reporting wall and CPU time per step
-and minor page faults per step of the stepping loop alone.
+in) and with the same settings made from inside the process by
+:func:`rovr.train.common.keep_freed_memory` (what the training and evaluation commands do): alternating
+child processes each run ``--steps`` train steps, reporting wall and CPU time per step and minor page
+faults per step of the stepping loop alone.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from rovr.config import RunConfig, load_config
 from rovr.metrics.perceptual import build_perceptual
 from rovr.models.local import LocalNet
-from rovr.train.common import MetricLog
+from rovr.train.common import MetricLog, keep_freed_memory
 from rovr.train.local import POOL_VARIANTS, Batch, SamplePool, compute_gradients
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "rovr" / "configs" / "demo.yaml"
@@ -158,12 +160,16 @@ def child_steps(cfg: RunConfig, batch: int, steps: int) -> dict[str, float]:
 
 
 def malloc_ab(args: argparse.Namespace) -> None:
-    """Alternate child processes without / with :data:`TUNABLES`; print medians per size."""
-    print(f"GLIBC_TUNABLES={TUNABLES} vs default; {args.steps} train steps per child, {args.rounds} rounds\n")
+    """Alternate child processes without / with :data:`TUNABLES` / with ``keep_freed_memory()``; print
+    medians per size."""
+    print(
+        f"GLIBC_TUNABLES={TUNABLES} vs keep_freed_memory() vs default; {args.steps} train steps per child, "
+        f"{args.rounds} rounds\n"
+    )
     print("| S | malloc | wall s/step | CPU s/step | minor faults/step |")
     print("| --- | --- | --- | --- | --- |")
     for size in args.sizes:
-        runs: dict[str, list[dict[str, float]]] = {"default": [], "tunables": []}
+        runs: dict[str, list[dict[str, float]]] = {"default": [], "tunables": [], "keep_freed_memory": []}
         for _ in range(args.rounds):
             for name in runs:
                 env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
@@ -171,6 +177,7 @@ def malloc_ab(args: argparse.Namespace) -> None:
                     env["GLIBC_TUNABLES"] = TUNABLES
                 cmd = [sys.executable, __file__, "--child", "--sizes", str(size), "--steps", str(args.steps)]
                 cmd += ["--batch", str(args.batch), "--threads", str(args.threads), "--config", args.config]
+                cmd += ["--keep-freed"] if name == "keep_freed_memory" else []
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
                 runs[name].append(json.loads(out.strip().splitlines()[-1]))
         for name, rs in runs.items():
@@ -193,6 +200,7 @@ def main() -> None:
     parser.add_argument("--malloc-ab", action="store_true", help="compare glibc malloc settings instead")
     parser.add_argument("--steps", type=int, default=20, help="train steps per child of --malloc-ab")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-freed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -203,6 +211,8 @@ def main() -> None:
         return dataclasses.replace(base, data=data)
 
     if args.child:
+        if args.keep_freed and not keep_freed_memory():
+            raise SystemExit("keep_freed_memory() was not applied (no glibc?)")
         print(json.dumps(child_steps(at(args.sizes[0]), args.batch, args.steps)))
         return
     if args.malloc_ab:

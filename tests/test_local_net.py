@@ -262,3 +262,39 @@ def test_precomputed_shifts_give_the_same_reconstruction() -> None:
         )
         is None
     )
+
+
+def test_large_cpu_inference_batches_are_split_without_changing_the_output(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No-grad CPU batches above CPU_BATCH_PIXELS run in cache-sized parts (shifts split with them);
+    the output is the one-pass output, and a batch with gradients is never split."""
+    import rovr.models.local as local
+
+    torch.manual_seed(0)
+    net = LocalNet(LocalNetConfig(base_channels=8, depth=2, max_shift=0.2), k=2).eval()
+    target, mask, cond, cond_masks = _inputs(5, 2, 16, 16, seed=3)
+    shifts = torch.randint(-3, 4, (5, 2, 2))
+    with torch.no_grad():
+        whole = net(target, mask, cond, cond_masks, shifts)
+        one_by_one = torch.cat(
+            [
+                net(
+                    target[i : i + 1],
+                    mask[i : i + 1],
+                    cond[i : i + 1],
+                    cond_masks[i : i + 1],
+                    shifts[i : i + 1],
+                )
+                for i in range(5)
+            ]
+        )
+    calls: list[int] = []
+    net.stem.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    monkeypatch.setattr(local, "CPU_BATCH_PIXELS", 2 * 16 * 16)  # two frames a pass
+    with torch.no_grad():
+        split = net(target, mask, cond, cond_masks, shifts)
+    assert calls == [2, 2, 1]
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(split, one_by_one, atol=1e-6, rtol=0)
+    calls.clear()
+    net(target, mask, cond, cond_masks, shifts).sum().backward()  # training: one pass
+    assert calls == [5]

@@ -260,6 +260,11 @@ class RunConfig:
     seed: int = _f(0, "global seed of training")
     device: str = _f("cpu", "'cpu' or 'cuda'")
     threads: int = _f(0, "torch CPU threads (0 = all cores)")
+    keep_freed_memory: bool = _f(
+        True,
+        "glibc: the training and evaluation commands keep freed memory in the process (mallopt) instead of "
+        "returning it to the kernel: CPU training 1.1-2.5x faster, resident memory stays at its peak",
+    )
     k: int = _f(2, "conditioning frames per target (paper: 2)")
     data: DataConfig = _f(DataConfig(), "data source and clips")
     corruption: CorruptionConfig = _f(CorruptionConfig(), "the corruption and its oracle")

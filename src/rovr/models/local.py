@@ -14,6 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Γ's no-grad passes on the CPU take at most this many pixels (B·H·W) at a time — 32 frames at 64²,
+# 8 at 128², 2 at 256² — and split larger batches (brute force's 171 pairs of a target, PPG's draws).
+# That bounds their memory (171 pairs of the paper's Γ at 256²: 2.9 GB in its first level alone) and
+# keeps them fast under glibc's default malloc, which maps every large block afresh: at 64² a batch of
+# 171 ran at 68-89 frames/s, batches of 16-32 at 100-128 (BENCHMARKS.md, "Γ's inference batch").
+# Training passes are never split.
+CPU_BATCH_PIXELS = 1 << 17
+
 
 @dataclass
 class LocalNetConfig:
@@ -263,6 +271,20 @@ class LocalNet(nn.Module):
             raise ValueError(
                 f"LocalNet(k={self.k}) expects cond (B, {self.k}, 3, H, W) and cond_masks (B, {self.k}, 1, H, W) "
                 f"for target {tuple(target.shape)}; got {tuple(cond.shape)} and {tuple(cond_masks.shape)}"
+            )
+        n = max(1, CPU_BATCH_PIXELS // (H * W))
+        if B > n and target.device.type == "cpu" and not torch.is_grad_enabled():
+            return torch.cat(
+                [
+                    self.forward(
+                        target[s : s + n],
+                        target_mask[s : s + n],
+                        cond[s : s + n],
+                        cond_masks[s : s + n],
+                        None if shifts is None else shifts[s : s + n],
+                    )
+                    for s in range(0, B, n)
+                ]
             )
         if self.aligns:
             cond, cond_masks = align(target, target_mask, cond, cond_masks, self._max_shift(H, W), shifts)
