@@ -15,6 +15,11 @@ For each frame size S (the config's Γ, ``local:``; k from the config):
 Train and raw are measured in alternating rounds (median of ``--rounds``), so a change in machine load
 affects both alike. Each measurement runs at least ``--min-seconds``.
 
+``--infer-batches B …`` instead times Γ's no-grad forward on batches of B frames (a pool sample of the
+largest B), alternating, within the process, Γ's own splitting of large CPU batches
+(:data:`rovr.models.local.CPU_BATCH_PIXELS`) with one pass over the whole batch; add ``--keep-freed``
+to call :func:`rovr.train.common.keep_freed_memory` first (as the training and evaluation commands do).
+
 ``--malloc-ab`` instead compares glibc's default malloc with :data:`TUNABLES` (no mmap/trim of large
 blocks, so freed activations are reused instead of being returned to the kernel and page-faulted back
 in) and with the same settings made from inside the process by
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -188,6 +194,34 @@ def malloc_ab(args: argparse.Namespace) -> None:
             )
 
 
+def infer_batches(cfg: RunConfig, batches: list[int], rounds: int, min_seconds: float) -> None:
+    """Frames/s of Γ's no-grad forward per batch size, split as Γ splits CPU batches vs one pass."""
+    import rovr.models.local as local
+
+    device = torch.device(cfg.device)
+    pool = SamplePool(cfg, "train", POOL_VARIANTS, seed=0)
+    torch.manual_seed(0)
+    net = LocalNet(cfg.local, cfg.k).to(device).eval()
+    fixed = pool.sample(max(batches), cfg.k, torch.Generator().manual_seed(1), device)
+    split = local.CPU_BATCH_PIXELS
+    res: dict[tuple[int, str], list[float]] = {}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for b in batches:
+                inputs = [t[:b] for t in fixed[:4]]
+                for mode, pixels in (("split", split), ("one pass", 1 << 62)):
+                    local.CPU_BATCH_PIXELS = pixels
+                    res.setdefault((b, mode), []).append(
+                        rate(functools.partial(net, *inputs), b, min_seconds)
+                    )
+    local.CPU_BATCH_PIXELS = split
+    print("| batch | Γ splits it (frames/s) | one pass (frames/s) |")
+    print("| --- | --- | --- |")
+    for b in batches:
+        cells = [statistics.median(res[(b, m)]) for m in ("split", "one pass")]
+        print(f"| {b} | {cells[0]:.0f} | {cells[1]:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--config", default=str(DEMO), help="RunConfig YAML (default: the demo config)")
@@ -200,7 +234,12 @@ def main() -> None:
     parser.add_argument("--malloc-ab", action="store_true", help="compare glibc malloc settings instead")
     parser.add_argument("--steps", type=int, default=20, help="train steps per child of --malloc-ab")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--keep-freed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--keep-freed", action="store_true", help="call keep_freed_memory() first (as rovr's commands do)"
+    )
+    parser.add_argument(
+        "--infer-batches", type=int, nargs="+", help="time Γ's no-grad forward at these batch sizes instead"
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -210,13 +249,20 @@ def main() -> None:
         data = dataclasses.replace(base.data, source="synthetic", size=size, num_videos=args.videos)
         return dataclasses.replace(base, data=data)
 
+    if args.keep_freed and not keep_freed_memory():
+        raise SystemExit("keep_freed_memory() was not applied (no glibc, or GLIBC_TUNABLES sets malloc)")
     if args.child:
-        if args.keep_freed and not keep_freed_memory():
-            raise SystemExit("keep_freed_memory() was not applied (no glibc?)")
         print(json.dumps(child_steps(at(args.sizes[0]), args.batch, args.steps)))
         return
     if args.malloc_ab:
         malloc_ab(args)
+        return
+    if args.infer_batches:
+        malloc = "keep_freed_memory()" if args.keep_freed else os.environ.get("GLIBC_TUNABLES") or "default"
+        print(
+            f"Γ = LocalNet({base.local}) at {args.sizes[0]}², {torch.get_num_threads()} threads, malloc: {malloc}\n"
+        )
+        infer_batches(at(args.sizes[0]), args.infer_batches, args.rounds, args.min_seconds)
         return
     print(
         f"Γ = LocalNet({base.local}), k = {base.k}, batch {args.batch}, {torch.get_num_threads()} threads, "

@@ -155,19 +155,19 @@ def test_brute_force_is_lowest_on_every_frame(clips_by_seed, net, perceptual) ->
         assert np.all(runs["brute_force"].loss <= run.loss + 1e-5), name
 
 
-def test_brute_force_in_cache_sized_parts_picks_the_same_pairs(
+def test_brute_force_with_gamma_splitting_its_batches_picks_the_same_pairs(
     clips_by_seed, net, perceptual, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """On the CPU brute force sends CPU_BATCH_PIXELS worth of pairs to Γ at a time; the pairs it picks
-    (and their losses) are those of one pass over all pairs."""
-    import rovr.conditioning as conditioning
+    """Γ splits brute force's no-grad CPU batches (CPU_BATCH_PIXELS); the pairs it picks, and their
+    losses, are those of one pass over all pairs."""
+    import rovr.models.local as local
     from rovr.conditioning import BruteForce
 
     clips = clips_by_seed[0]
     H, W = clips[0].original.shape[1:3]
-    monkeypatch.setattr(conditioning, "CPU_BATCH_PIXELS", 5 * H * W)  # 5 pairs a pass
+    whole = run_policy(clips, BruteForce(), net, perceptual, cell=CELL, batch_size=2)
+    monkeypatch.setattr(local, "CPU_BATCH_PIXELS", 5 * H * W)  # 5 pairs a pass
     parts = run_policy(clips, BruteForce(), net, perceptual, cell=CELL, batch_size=2)
-    whole = run_policy(clips, BruteForce(chunk=10_000), net, perceptual, cell=CELL, batch_size=2)
     assert np.array_equal(parts.choices, whole.choices)
     np.testing.assert_allclose(parts.loss, whole.loss, atol=1e-6)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from rovr.errors import RovrError
-from rovr.models.local import CPU_BATCH_PIXELS, align
+from rovr.models.local import align
 
 if TYPE_CHECKING:
     from rovr.reconstruct import Episodes
@@ -217,8 +217,8 @@ class BruteForce:
 
     name = "brute_force"
 
-    def __init__(self, chunk: int | None = None) -> None:
-        self.chunk = chunk  # pairs per Γ pass; None: 256 on a GPU, cache-sized on the CPU (CPU_BATCH_PIXELS)
+    def __init__(self, chunk: int = 256) -> None:
+        self.chunk = chunk  # pairs per rebuild (Γ itself splits CPU batches: CPU_BATCH_PIXELS)
 
     def reset(self, episodes: Episodes) -> None:
         pass
@@ -233,15 +233,11 @@ class BruteForce:
         metric = episodes.perceptual
         combos = torch.tensor(list(itertools.combinations([i for i in range(n) if i != t], k)), device=dev)
         best = torch.zeros(episodes.batch_size, k, dtype=torch.long, device=dev)
-        chunk = self.chunk
-        if chunk is None:  # Γ and the metric on cache-sized batches: 1.5x faster at 64² than 171 at once
-            H, W = episodes.original.shape[-2:]
-            chunk = 256 if dev.type != "cpu" else max(1, CPU_BATCH_PIXELS // (H * W))
         for b in range(episodes.batch_size):
             scores = []
             shifts = episodes.frame_shifts(b)  # (T, 2): each frame aligned once, not once per pair
-            for start in range(0, len(combos), chunk):
-                pairs = combos[start : start + chunk]
+            for start in range(0, len(combos), self.chunk):
+                pairs = combos[start : start + self.chunk]
                 rows = torch.full((len(pairs),), b, dtype=torch.long, device=dev)
                 x_hat = episodes.rebuild(pairs, rows, None if shifts is None else shifts[pairs])
                 target = episodes.original[b, t].expand_as(x_hat)

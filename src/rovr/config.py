@@ -263,7 +263,8 @@ class RunConfig:
     keep_freed_memory: bool = _f(
         True,
         "glibc: the training and evaluation commands keep freed memory in the process (mallopt) instead of "
-        "returning it to the kernel: CPU training 1.1-2.5x faster, resident memory stays at its peak",
+        "returning it to the kernel: 20-550x fewer page faults a step, a 256² step 1.3-2.5x faster; resident "
+        "memory stays at its peak",
     )
     k: int = _f(2, "conditioning frames per target (paper: 2)")
     data: DataConfig = _f(DataConfig(), "data source and clips")

@@ -17,9 +17,9 @@ from torch import nn
 # Γ's no-grad passes on the CPU take at most this many pixels (B·H·W) at a time — 32 frames at 64²,
 # 8 at 128², 2 at 256² — and split larger batches (brute force's 171 pairs of a target, PPG's draws).
 # That bounds their memory (171 pairs of the paper's Γ at 256²: 2.9 GB in its first level alone) and
-# keeps them fast under glibc's default malloc, which maps every large block afresh: at 64² a batch of
-# 171 ran at 68-89 frames/s, batches of 16-32 at 100-128 (BENCHMARKS.md, "Γ's inference batch").
-# Training passes are never split.
+# keeps them fast under glibc's default malloc, which maps every large block afresh: at 64² one pass
+# over 171 frames ran at 76 frames/s, split at 116 (BENCHMARKS.md, "Γ's inference batch"; with freed
+# memory kept, as rovr's commands do, the two agree). Training passes are never split.
 CPU_BATCH_PIXELS = 1 << 17
 
 
