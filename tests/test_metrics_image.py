@@ -59,6 +59,19 @@ def test_ssim_map_matches_skimage_full_map() -> None:
         np.testing.assert_allclose(m[b, 0].double().numpy(), full.mean(axis=2), atol=1e-4)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_symmetric_pad_is_numpy_symmetric(dim: int) -> None:
+    """Half-sample symmetric padding along one dimension, as numpy's (and scipy.ndimage's 'reflect')."""
+    from rovr.metrics.image import _symmetric_pad
+
+    v = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).view(2, 3, 7, 9)
+    widths = [(0, 0)] * 4
+    widths[dim] = (5, 5)
+    np.testing.assert_array_equal(
+        _symmetric_pad(v, 5, dim).numpy(), np.pad(v.numpy(), widths, mode="symmetric")
+    )
+
+
 def test_masked_metrics_restrict_to_holes() -> None:
     x, y = _pair(2, 45, 61, seed=4)
     mask = _mask(2, 45, 61)

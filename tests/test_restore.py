@@ -891,6 +891,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert io.probe(inputs / "v.mp4").frames == 10  # the input is untouched
 
 
+def test_range_error_names_what_was_passed(
+    inputs: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--start alone past the end: the message quotes --start, not a --frames the user never gave."""
+    assert main(bad_args("range past the end", inputs, run_dir, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "--start 8 is outside" in err and "--frames" not in err, err
+    assert main(bad_args("range too short", inputs, run_dir, tmp_path / "out")) == 2
+    assert "--start 0 --frames 2 is outside" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", ["other config", "output is the input"])
 def test_bad_input_in_a_real_process(case: str, inputs: Path, run_dir: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"

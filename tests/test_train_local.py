@@ -450,19 +450,22 @@ local.CPU_BATCH_PIXELS = 1 << 40  # one pass over the whole batch
 net = local.LocalNet(local.LocalNetConfig(base_channels=8, depth=2), k=2).eval()
 B, S = 128, 64
 args = torch.rand(B, 3, S, S), torch.zeros(B, 1, S, S), torch.rand(B, 2, 3, S, S), torch.zeros(B, 2, 1, S, S)
+faults = []
 with torch.no_grad():
-    for _ in range(3):
+    for _ in range(6):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         net(*args)
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(applied, min(faults[2:]))  # the fewest of passes 3-6: the heap has grown by then
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_stops_page_faulting_activations_in_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """By default glibc maps each large activation afresh and the third Γ pass over a batch of 128
-    still page-faults ~10^5 pages in; after keep_freed_memory() the freed memory is reused (0 here).
-    A GLIBC_TUNABLES malloc setting of the user's own stands (not applied)."""
+    """By default glibc maps each large activation afresh and every later Γ pass over a batch of 128
+    still page-faults 5·10^4-1.5·10^5 pages in; after keep_freed_memory() the freed memory is reused
+    (passes 3-6: 0 faults, now and then one pass of 4096). A GLIBC_TUNABLES malloc setting of the
+    user's own stands (not applied)."""
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if thp.is_file() and "[always]" in thp.read_text():
         pytest.skip("transparent huge pages for every mapping: 512x fewer faults either way")

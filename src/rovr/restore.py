@@ -358,8 +358,9 @@ def restore_video(
     info = probe(video)
     n = info.frames - start if frames is None else frames
     if start < 0 or n < MIN_FRAMES or start + n > info.frames:
+        asked = f"--start {start}" + ("" if frames is None else f" --frames {frames}")
         raise RovrError(
-            f"--start {start} --frames {n} is outside '{video}' (frames 0..{info.frames - 1}); restore at "
+            f"{asked} is outside '{video}' (frames 0..{info.frames - 1}); restore at "
             f"least {MIN_FRAMES} frames that lie in the video"
         )
     # count and sizes checked here, against the whole video

@@ -61,15 +61,15 @@ def _gaussian_window(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return g / g.sum()
 
 
-def _symmetric_pad(v: torch.Tensor, r: int) -> torch.Tensor:
-    """Pad the last two dims by r with half-sample symmetry (d c b a | a b c d | d c b a).
+def _symmetric_pad(v: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Pad ``dim`` by r on both sides with half-sample symmetry (d c b a | a b c d | d c b a).
 
-    This is scipy.ndimage's mode 'reflect', which skimage uses for the Gaussian SSIM window.
+    This is scipy.ndimage's mode 'reflect', which skimage uses for the Gaussian SSIM window. Two
+    flipped slices and a concatenation: 1.3-1.6x faster SSIM than one gather over both dimensions
+    (BENCHMARKS.md, "SSIM").
     """
-    H, W = v.shape[-2:]
-    iy = torch.cat([torch.arange(r - 1, -1, -1), torch.arange(H), torch.arange(H - 1, H - 1 - r, -1)])
-    ix = torch.cat([torch.arange(r - 1, -1, -1), torch.arange(W), torch.arange(W - 1, W - 1 - r, -1)])
-    return v[..., iy.to(v.device), :][..., ix.to(v.device)]
+    n = v.shape[dim]
+    return torch.cat([v.narrow(dim, 0, r).flip(dim), v, v.narrow(dim, n - r, r).flip(dim)], dim=dim)
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -87,10 +87,10 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"SSIM needs images of at least {2 * r + 1}x{2 * r + 1} pixels; got {H}x{W}")
     g = _gaussian_window(x.dtype, x.device)
     stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (B, 5C, H, W)
-    stats = _symmetric_pad(stats, r)  # (B, 5C, H + 2r, W + 2r)
     n = stats.shape[1]
-    stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)  # along H
-    stats = F.conv2d(stats, g.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)  # along W → (B, 5C, H, W)
+    # separable window, each pass on its own padding: along H (B, 5C, H + 2r, W) → (B, 5C, H, W), then W
+    stats = F.conv2d(_symmetric_pad(stats, r, 2), g.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    stats = F.conv2d(_symmetric_pad(stats, r, 3), g.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)
     mx, my, mxx, myy, mxy = stats.split(C, dim=1)
     vx, vy, cxy = mxx - mx * mx, myy - my * my, mxy - mx * my
     s = ((2 * mx * my + _C1) * (2 * cxy + _C2)) / ((mx * mx + my * my + _C1) * (vx + vy + _C2))
