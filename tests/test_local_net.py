@@ -184,6 +184,32 @@ def test_estimated_shift_is_the_brute_force_minimum_of_the_masked_cost() -> None
     assert found >= 2  # the comparison is not only between two "no shift" answers
 
 
+def test_batched_shifts_up_to_the_search_radius_match_the_brute_force_minimum() -> None:
+    """B = 2 targets × k = 3 frames on a non-square frame, true moves up to ±max_shift: the FFTs are
+    padded only to H + max_shift, so a wrap-around would show first at the edge of the search."""
+    g = torch.Generator().manual_seed(5)
+    B, k, H, W, r = 2, 3, 10, 13, 4
+    x = torch.rand(B, 3, H, W, generator=g)
+    m = (torch.rand(B, 1, H, W, generator=g) < 0.2).float()
+    moves = [[(r, -r), (-r, 2), (0, r)], [(-3, -r), (r, r), (1, -1)]]
+    c = torch.stack(
+        [torch.stack([torch.roll(x[b], mv, dims=(1, 2)) for mv in moves[b]]) for b in range(B)]
+    ) + 0.02 * torch.rand(B, k, 3, H, W, generator=g)
+    n = (torch.rand(B, k, 1, H, W, generator=g) < 0.2).float()
+    got = estimate_shifts(x, m, c, n, max_shift=r)
+    want = [
+        [list(_brute_force_shift(x[b], m[b], c[b, j], n[b, j], r, 0.25)) for j in range(k)] for b in range(B)
+    ]
+    assert got.tolist() == want
+    assert sum(s != [0, 0] for row in want for s in row) >= 4  # not only "no shift" answers
+
+
+def test_fft_len_is_the_next_5_smooth_length() -> None:
+    from rovr.models.local import _fft_len
+
+    assert [_fft_len(n) for n in (1, 7, 11, 13, 72, 73, 97)] == [1, 8, 12, 15, 72, 75, 100]
+
+
 def test_pure_noise_is_not_shifted() -> None:
     g = torch.Generator().manual_seed(4)
     x, c = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 1, 3, 32, 32, generator=g)

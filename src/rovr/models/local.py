@@ -59,14 +59,16 @@ SHIFT_PENALTY = 1e-5
 MIN_GAIN = 0.25
 
 
-def _xcorr(a: torch.Tensor, b: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Linear cross-correlation ``c[s] = Σ_p a[p] · b[p + s]`` of (N, H, W) maps, zero-padded to ``size``.
-
-    Shift ``s = (dy, dx)`` sits at index ``(dy mod size[0], dx mod size[1])``.
-    """
-    fa = torch.fft.rfft2(a, s=size)
-    fb = torch.fft.rfft2(b, s=size)
-    return torch.fft.irfft2(fa.conj() * fb, s=size)
+def _fft_len(n: int) -> int:
+    """The smallest 5-smooth length >= n (2^a 3^b 5^c: pocketfft's fastest sizes)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
 
 
 @torch.no_grad()
@@ -87,24 +89,28 @@ def estimate_shifts(
         E(s) = Σ_p w(p) v(p+s) (x(p) − c(p+s))² / Σ_p w(p) v(p+s)  +  SHIFT_PENALTY · |s|²
 
     over |dy|, |dx| ≤ ``max_shift`` with an overlap of at least ``min_overlap`` of the frame, and
-    keeps s = 0 unless E(s) < (1 − MIN_GAIN) E(0). The
-    numerator expands into three cross-correlations (w x² ⋆ v, w ⋆ v c², w x ⋆ v c) and the
-    denominator is w ⋆ v, all computed with zero-padded FFTs: O(HW log HW) per frame pair instead
-    of O(HW · shifts). Returns (B, k, 2) long (dy, dx): the aligned frame is ``c[y + dy, x + dx]``.
+    keeps s = 0 unless E(s) < (1 − MIN_GAIN) E(0). The numerator expands into three
+    cross-correlations ``(a ⋆ b)[s] = Σ_p a(p) b(p + s)`` — w x² ⋆ v + w ⋆ v c² − 2 w x ⋆ v c — and
+    the denominator is w ⋆ v. All four come from FFTs zero-padded to ``H + max_shift`` (no
+    wrap-around within the shifts searched): the target's three maps transformed once for all its
+    frames, each frame's three once, the numerator summed in the frequency domain, so two inverse
+    transforms per frame. O(HW log HW) per frame instead of O(HW · shifts). Returns (B, k, 2) long
+    (dy, dx): the aligned frame is ``c[y + dy, x + dx]``.
     """
     B, k, _, H, W = cond.shape
-    size = (2 * H, 2 * W)  # zero padding: no wrap-around
+    r = max(0, min(max_shift, H - 1, W - 1))
+    size = (_fft_len(H + r), _fft_len(W + r))
     x = target.float().mean(dim=1)  # (B, H, W) grey
     w = 1.0 - target_mask.float().reshape(B, H, W)
-    c = cond.float().mean(dim=2).reshape(B * k, H, W)
-    v = 1.0 - cond_masks.float().reshape(B * k, H, W)
+    c = cond.float().mean(dim=2)  # (B, k, H, W)
+    v = 1.0 - cond_masks.float().reshape(B, k, H, W)
     wx = w * x
-    rep = (lambda t: t.repeat_interleave(k, dim=0)) if k > 1 else (lambda t: t)
-    num = _xcorr(rep(wx * x), v, size) + _xcorr(rep(w), v * c * c, size) - 2.0 * _xcorr(rep(wx), v * c, size)
-    den = _xcorr(rep(w), v, size)
-    r = max(0, min(max_shift, H - 1, W - 1))
+    ft = torch.fft.rfft2(torch.stack([wx * x, w, wx], dim=1), s=size).conj()[:, None]  # (B, 1, 3, ·, ·)
+    fc = torch.fft.rfft2(torch.stack([v, v * c * c, v * c], dim=2), s=size)  # (B, k, 3, ·, ·)
+    num_f = ft[:, :, 0] * fc[:, :, 0] + ft[:, :, 1] * fc[:, :, 1] - 2.0 * ft[:, :, 2] * fc[:, :, 2]
+    num, den = torch.fft.irfft2(torch.stack([num_f, ft[:, :, 1] * fc[:, :, 0]]), s=size).flatten(1, 2)
     d = torch.arange(-r, r + 1, device=cond.device)
-    iy, ix = d % size[0], d % size[1]
+    iy, ix = d % size[0], d % size[1]  # shift s sits at index s mod size
     num = num[:, iy][:, :, ix]  # (B·k, 2r+1, 2r+1): rows dy, cols dx
     den = den[:, iy][:, :, ix]
     cost = num / den.clamp(min=1.0) + SHIFT_PENALTY * (d[:, None] ** 2 + d[None, :] ** 2).to(num.dtype)
