@@ -239,7 +239,7 @@ def test_every_frame_written_once_in_order(
     masks = write_masks(tmp_path / "masks", holes)
     calls: list[int] = []
     res = restore_video(video, masks, out, run_dir, report=report, on_frames=calls.append, batch=batch)
-    assert res.frames == sum(calls) == n and res.windows == math.ceil(n / T)
+    assert calls[0] == 0 and res.frames == sum(calls) == n and res.windows == math.ceil(n / T)
     info = io.probe(out)
     assert (info.frames, info.width, info.height) == (n, w, h) and info.fps == pytest.approx(30.0)
     assert frame_order(out, video, holes) == list(range(n))
@@ -729,7 +729,8 @@ def test_frames_out_are_lossless_pngs(run_dir: Path, tmp_path: Path) -> None:
     before = io.read_video(out)
 
     def interrupt(done: int) -> None:
-        raise KeyboardInterrupt
+        if done:  # after the first frame is written (0: the work begins)
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         restore_video(tmp_path / "in", masks, out, run_dir, on_frames=interrupt)
@@ -746,7 +747,8 @@ def test_interrupt_leaves_no_output_and_no_temp_file(run_dir: Path, tmp_path: Pa
     out_dir.mkdir()
 
     def interrupt(done: int) -> None:
-        raise KeyboardInterrupt
+        if done:  # after the first frame is written (0: the work begins)
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         restore_video(
@@ -889,6 +891,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert len(lines) == 1 and lines[0].startswith("rovr: error:"), err
     assert files_in(out_dir) == [] and files_in(inputs) == before
     assert io.probe(inputs / "v.mp4").frames == 10  # the input is untouched
+
+
+@pytest.mark.parametrize("case", ["output not mp4", "range past the end", "unknown policy"])
+def test_bad_input_with_the_progress_bar_on_is_still_one_line(
+    case: str, inputs: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The progress bar opens with the first restored frames, so a refused input prints no bar."""
+    args = [a for a in bad_args(case, inputs, run_dir, tmp_path / "out") if a != "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("rovr: error:"), err
 
 
 def test_range_error_names_what_was_passed(

@@ -191,7 +191,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     video, masks, out = Path(args.video), Path(args.masks), Path(args.output)
     total = max(0, args.frames if args.frames is not None else probe(video).frames - args.start)
-    with tqdm(total=total, unit="frame", desc="restore", disable=args.no_progress, dynamic_ncols=True) as bar:
+    bars: list[
+        tqdm
+    ] = []  # opened with the first restored frames: a refused input prints its error line alone
+
+    def progress(n: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(total=total, unit="frame", desc="restore", disable=args.no_progress, dynamic_ncols=True)
+            )
+        bars[0].update(n)
+
+    try:
         res = restore_video(
             video,
             masks,
@@ -200,7 +211,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             policy=args.policy,
             report=Path(args.report) if args.report else None,
             dilate=args.dilate,
-            on_frames=bar.update,
+            on_frames=progress,
             audio=not args.no_audio,
             fill=args.fill,
             copy_from=args.copy_from,
@@ -209,6 +220,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
             start=args.start,
             frames=args.frames,
         )
+    finally:
+        for bar in bars:
+            bar.close()
     sound = f"; audio {res.audio}" if res.audio else ""
     copied = ""
     if res.fill == "copy":

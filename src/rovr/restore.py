@@ -324,7 +324,8 @@ def restore_video(
     a video of the masks (white = hole; :func:`rovr.video.io.iter_masks`).
     ``out`` is an H.264 mp4 of the input's size and frame rate (missing folders are created); only
     hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
-    conditioning frames of every frame. ``on_frames(n)`` is called after every n frames written.
+    conditioning frames of every frame. ``on_frames(n)`` is called once with 0 when the input has been
+    checked and the work begins, then after every n frames written.
     ``batch`` windows run together as one batch of episodes (default: as many as fit
     :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
     sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
@@ -415,6 +416,8 @@ def restore_video(
         work[0],
         chooser.name,
     )
+    if on_frames is not None:
+        on_frames(0)  # the input is accepted and the work begins
     result = RestoreResult(
         0,
         0.0,
