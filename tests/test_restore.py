@@ -807,6 +807,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg10 = tiny_config()
     cfg10.data.frames = 10
     save_config(cfg10, RunDir(mixed).config)
+    # a run folder whose stage 1 never ran: a config and nothing else
+    (d / "nogamma").mkdir()
+    save_config(tiny_config(), RunDir(d / "nogamma").config)
     return d
 
 
@@ -847,6 +850,16 @@ BAD = {
         "--checkpoint",
         "{d}/mixed",
     ],  # fmt: skip
+    "run without Γ": [
+        "restore",
+        "{d}/v.mp4",
+        "--masks",
+        "{d}/masks",
+        "-o",
+        "{o}",
+        "--checkpoint",
+        "{d}/nogamma",
+    ],
     "unknown policy": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--policy", "nonsense"],
     "output under a file": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/afile/o.mp4"],
     "output is a folder": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/dir.mp4"],
@@ -915,7 +928,7 @@ def test_range_error_names_what_was_passed(
     assert "--start 0 --frames 2 is outside" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["other config", "output is the input"])
+@pytest.mark.parametrize("case", ["other config", "output is the input", "run without Γ"])
 def test_bad_input_in_a_real_process(case: str, inputs: Path, run_dir: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     r = rovr(*bad_args(case, inputs, run_dir, out_dir), cwd=tmp_path)

@@ -214,6 +214,11 @@ def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
             f"'{checkpoint}' is not a rovr run folder (no config.yaml); pass --checkpoint RUN, the --out of "
             "`rovr train` or `rovr demo`"
         )
+    if not run.local.is_file():
+        raise CheckpointError(
+            f"run folder '{checkpoint}' has no trained Γ ({run.local.name}); train it with `rovr demo` or "
+            "`rovr train`, or pass --checkpoint RUN"
+        )
     cfg = config_from_dict(read_yaml(run.config))
     if cfg.device != "cpu" and not torch.cuda.is_available():
         log.info("run '%s' was configured for %s; no GPU here, restoring on the CPU", run.root, cfg.device)
