@@ -813,74 +813,34 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def _std(*extra: str) -> list[str]:
+    """`rovr restore` of the good video and masks into the default output, plus ``extra``."""
+    return ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", *extra]
+
+
 BAD = {
     "missing video": ["restore", "{d}/nope.mp4", "--masks", "{d}/masks", "-o", "{o}"],
     "unreadable video": ["restore", "{d}/junk.mp4", "--masks", "{d}/masks", "-o", "{o}"],
     "missing masks": ["restore", "{d}/v.mp4", "--masks", "{d}/nomasks", "-o", "{o}"],
     "wrong mask count": ["restore", "{d}/v.mp4", "--masks", "{d}/three", "-o", "{o}"],
     "mask size": ["restore", "{d}/v.mp4", "--masks", "{d}/small.png", "-o", "{o}"],
-    "no checkpoint": [
-        "restore",
-        "{d}/v.mp4",
-        "--masks",
-        "{d}/masks",
-        "-o",
-        "{o}",
-        "--checkpoint",
-        "{d}/none",
-    ],
-    "not a run": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--checkpoint", "{d}/masks"],
-    "other config": [
-        "restore",
-        "{d}/v.mp4",
-        "--masks",
-        "{d}/masks",
-        "-o",
-        "{o}",
-        "--checkpoint",
-        "{d}/other",
-    ],
-    "checkpoints of another T": [
-        "restore",
-        "{d}/v.mp4",
-        "--masks",
-        "{d}/masks",
-        "-o",
-        "{o}",
-        "--checkpoint",
-        "{d}/mixed",
-    ],  # fmt: skip
-    "run without Γ": [
-        "restore",
-        "{d}/v.mp4",
-        "--masks",
-        "{d}/masks",
-        "-o",
-        "{o}",
-        "--checkpoint",
-        "{d}/nogamma",
-    ],
-    "unknown policy": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--policy", "nonsense"],
+    "no checkpoint": _std("--checkpoint", "{d}/none"),
+    "not a run": _std("--checkpoint", "{d}/masks"),
+    "other config": _std("--checkpoint", "{d}/other"),
+    "checkpoints of another T": _std("--checkpoint", "{d}/mixed"),
+    "run without Γ": _std("--checkpoint", "{d}/nogamma"),
+    "unknown policy": _std("--policy", "nonsense"),
     "output under a file": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/afile/o.mp4"],
     "output is a folder": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/dir.mp4"],
     "output not mp4": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{od}/o.avi"],
     "output folder with other files": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/notes"],
     "output is the input": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/v.mp4"],
-    "negative dilation": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--dilate", "-2"],
-    "negative copy-from": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--copy-from", "-1"],
-    "range past the end": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--start", "8"],
-    "range too short": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--frames", "2"],
-    "negative start": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{o}", "--start", "-1"],
-    "negative copy-reach": [
-        "restore",
-        "{d}/v.mp4",
-        "--masks",
-        "{d}/masks",
-        "-o",
-        "{o}",
-        "--copy-reach",
-        "-1",
-    ],
+    "negative dilation": _std("--dilate", "-2"),
+    "negative copy-from": _std("--copy-from", "-1"),
+    "range past the end": _std("--start", "8"),
+    "range too short": _std("--frames", "2"),
+    "negative start": _std("--start", "-1"),
+    "negative copy-reach": _std("--copy-reach", "-1"),
 }
 
 
