@@ -191,9 +191,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     video, masks, out = Path(args.video), Path(args.masks), Path(args.output)
     total = max(0, args.frames if args.frames is not None else probe(video).frames - args.start)
-    bars: list[
-        tqdm
-    ] = []  # opened with the first restored frames: a refused input prints its error line alone
+    # the bar opens when restore_video accepts the input (on_frames(0)): a refused input prints its error alone
+    bars: list[tqdm] = []
 
     def progress(n: int) -> None:
         if not bars:
