@@ -53,9 +53,8 @@ def test_help_lists_every_command() -> None:
 @pytest.mark.slow
 def test_quick_demo_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    res = rovr("demo", "--quick", "--out", str(out), "--no-progress", "--eval-data", str(tmp_path / "none"))
-    # the extra --eval-data folder does not exist: the demo must say so in one line, after the main report
-    assert_one_line_error(res, "does not exist")
+    res = rovr("demo", "--quick", "--out", str(out), "--no-progress", "--no-eval-data")
+    assert res.returncode == 0, res.stderr
     for name in ("report.html", "report.json", "report.md", "config.yaml", "local.safetensors",
                  "policy_imitation.safetensors", "policy_rovr_flow_warm.safetensors", "fig3_heatmaps.png",
                  "before_after.mp4"):  # fmt: skip
@@ -78,8 +77,53 @@ def test_quick_demo_writes_the_report(tmp_path: Path) -> None:
             assert key in row
     assert "Table 2" in res.stdout and report["timing"]
     # a second run reuses the finished stages
-    again = rovr("demo", "--quick", "--out", str(out), "--no-progress", "--eval-data", str(out / "none"))
+    again = rovr("demo", "--quick", "--out", str(out), "--no-progress", "--no-eval-data")
     assert "already done" in again.stderr
+
+
+def test_bad_data_is_refused_before_anything_is_written_or_loaded(tmp_path: Path) -> None:
+    """A --data / --eval-data folder that is missing or holds no videos, or an --out that cannot be
+    made, is one line before any run folder, notice or training — not after minutes of work."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [
+        (("train", "--data", str(empty), "--out", str(tmp_path / "t")), "holds no videos"),
+        (("pretrain-local", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "t")), "does not exist"),
+        (("demo", "--quick", "--eval-data", str(empty), "--out", str(tmp_path / "t")), "holds no videos"),
+        (("demo", "--quick", "--eval-data", str(empty), "--no-eval-data", "--out", str(tmp_path / "t")), "contradict"),
+        (("demo", "--quick", "--out", str(blocker / "t")), str(blocker)),
+        (("reproduce", "table2", "--eval-data", str(tmp_path / "nope"), "--out", str(tmp_path / "t")), "does not exist"),
+    ]  # fmt: skip
+    for args, needle in cases:
+        res = rovr(*args, "--no-progress")
+        assert_one_line_error(res, needle)
+        # nothing else was said (no weight notice, no data statistics) and no run folder was left
+        assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1, (args, res.stderr)
+        assert res.stdout == "", (args, res.stdout)
+        assert not (tmp_path / "t").exists(), args
+
+
+def test_evaluate_checks_data_and_out_before_the_work(tmp_path: Path) -> None:
+    """`rovr evaluate` refuses a data folder without videos before its notices, and an --out that is
+    a file before evaluating anything (it used to find out only when writing the report)."""
+    run = tmp_path / "run"
+    quick = ("--set", "data.num_videos=3", "--set", "data.size=32", "--set", "data.frames=8",
+             "--set", "local.base_channels=8", "--set", "local.depth=2", "--set", "pretrain.steps=1",
+             "--set", "pretrain.batch_size=2")  # fmt: skip
+    assert rovr("pretrain-local", "--out", str(run), "--no-progress", *quick).returncode == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = rovr("evaluate", "--checkpoint", str(run), "--data", str(empty), "--out", str(tmp_path / "e"))
+    assert_one_line_error(res, "holds no videos")
+    assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1, res.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = rovr("evaluate", "--checkpoint", str(run), "--out", str(blocker), "--no-brute-force")
+    assert_one_line_error(res, "is a file")
+    assert "Table" not in res.stdout
+    assert not (tmp_path / "e").exists()
 
 
 def test_config_errors_are_one_line(tmp_path: Path) -> None:

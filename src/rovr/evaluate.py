@@ -783,9 +783,21 @@ def evaluation_clips(
 
     if data is None or _same_source(str(data), cfg.data.source):
         return corrupted_clips(cfg, "test", seed, limit), f"{cfg.data.source} (test split)"
+    check_evaluation_data(cfg, data)
+    return folder_clips(cfg, Path(data).expanduser(), seed, limit), f"{data} (all videos)"
+
+
+def check_evaluation_data(cfg: RunConfig, data: str | Path | None) -> None:
+    """Refuse in one line (DataError), without reading any video, an evaluation folder that
+    :func:`evaluation_clips` would refuse: missing, a file, or without videos. Commands that evaluate
+    after training (``rovr demo --eval-data``, ``rovr reproduce --eval-data``) check it first."""
+    from rovr.data.sources import scan_folder
+
+    if data is None or _same_source(str(data), cfg.data.source):
+        return
     if not Path(data).expanduser().exists():
         raise DataError(f"--data '{data}' does not exist; pass a folder of videos or frame folders")
-    return folder_clips(cfg, Path(data).expanduser(), seed, limit), f"{data} (all videos)"
+    scan_folder(Path(data).expanduser(), quiet=True)
 
 
 def load_policies(
@@ -837,7 +849,7 @@ def evaluate_run(
     from rovr.config import config_from_dict, read_yaml, to_dict
     from rovr.metrics.flow import build_flow
     from rovr.metrics.perceptual import build_perceptual
-    from rovr.train.common import RunDir, load_local, read_metric_log, setup_torch
+    from rovr.train.common import RunDir, load_local, make_folder, read_metric_log, setup_torch
 
     started = time.perf_counter()
     run = RunDir(Path(run_dir))
@@ -868,6 +880,17 @@ def evaluate_run(
                 "pass a Γ checkpoint such as local_rovr_flow_warm.safetensors"
             )
     net = load_local(gamma, cfg, device)
+    # the data and the output folder are checked before the metrics and policies are loaded (their
+    # notices would come before a one-line refusal) and long before the output is written
+    clips_by_seed: dict[int, list[Corrupted]] = {}
+    source = ""
+    for seed in range(n_seeds):
+        clips_by_seed[seed], source = evaluation_clips(cfg, data, seed, limit)
+        if not clips_by_seed[seed]:
+            raise DataError(
+                f"no clips of {cfg.data.frames} frames in {source}; use longer videos or lower data.frames"
+            )
+    make_folder(out, "output folder", "--out")
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
     policies, unusable = load_policies(cfg, run.root, device)
@@ -879,14 +902,6 @@ def evaluate_run(
     if missing:
         log.info("policies not in %s: %s", run.root, ", ".join(missing))
 
-    clips_by_seed: dict[int, list[Corrupted]] = {}
-    source = ""
-    for seed in range(n_seeds):
-        clips_by_seed[seed], source = evaluation_clips(cfg, data, seed, limit)
-        if not clips_by_seed[seed]:
-            raise DataError(
-                f"no clips of {cfg.data.frames} frames in {source}; use longer videos or lower data.frames"
-            )
     loaded = time.perf_counter()
 
     def learned(policy: PolicyChooser) -> Callable[[int], Chooser]:
@@ -910,7 +925,6 @@ def evaluate_run(
 
     from rovr import report as figures
 
-    out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     clip = t2.sample_clip
     targets = _pick_targets(clip.frames.shape[0])

@@ -102,8 +102,9 @@ def reproduce_table2(
     Each seed is a full run folder ``out/seed_<s>`` (its own Γ, imitation policy and three PPG
     policies); the Table 2 rows are then averaged over training seeds (mean ± std across seeds).
     """
-    from rovr.evaluate import combine_seed_reports, evaluate_run
+    from rovr.evaluate import check_evaluation_data, combine_seed_reports, evaluate_run
 
+    check_evaluation_data(cfg, data)  # refused now, not after the first seed's training
     reports = []
     for s in range(seeds):
         c = dataclasses.replace(cfg, seed=cfg.seed + s)

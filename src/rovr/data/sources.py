@@ -70,13 +70,14 @@ def is_mask_name(name: str) -> bool:
     )
 
 
-def _scan(root: Path) -> dict[str, Path]:
+def _scan(root: Path, quiet: bool = False) -> dict[str, Path]:
     """Map video id (POSIX path relative to ``root``) -> video file or frame folder, recursively.
 
     A folder whose direct children include images is one video (a frame folder); its sub-folders
     are scanned too. Hidden entries and mask folders/files (:func:`is_mask_name`) are skipped. Under a
     DAVIS-style ``JPEGImages`` folder holding several resolutions, only one is used (``480p`` if
-    present), so one sequence never appears twice.
+    present), so one sequence never appears twice. ``quiet``: say nothing of skipped folders (a check
+    that scans again later).
     """
     found: dict[str, Path] = {}
     seen: set[str] = set()
@@ -92,7 +93,8 @@ def _scan(root: Path) -> dict[str, Path]:
         try:
             entries = sorted(os.scandir(d), key=lambda e: natural_key(e.name))
         except OSError as err:
-            log.warning("skipping folder '%s' (%s)", d, err.strerror)
+            if not quiet:
+                log.warning("skipping folder '%s' (%s)", d, err.strerror)
             return
         entries = [e for e in entries if not e.name.startswith(".") and not is_mask_name(e.name)]
         files = [e for e in entries if e.is_file()]
@@ -104,13 +106,29 @@ def _scan(root: Path) -> dict[str, Path]:
                 found[vid(Path(e.path))] = Path(e.path)
         if d.name.lower() == "jpegimages" and len(dirs) > 1:
             keep = next((x for x in dirs if x.name.lower() == "480p"), dirs[0])
-            log.info("'%s' holds several resolutions; using only '%s'", d, keep.name)
+            if not quiet:
+                log.info("'%s' holds several resolutions; using only '%s'", d, keep.name)
             dirs = [keep]
         for sub in dirs:
             visit(sub)
 
     visit(root)
     return found
+
+
+def scan_folder(root: Path, quiet: bool = False) -> dict[str, Path]:
+    """:func:`_scan` of a data folder; DataError (one line) if it is missing, a file or holds no videos."""
+    if not root.exists():
+        raise DataError(f"data folder '{root}' does not exist; pass a folder of videos or frame folders")
+    if not root.is_dir():
+        raise DataError(f"data source '{root}' is a file; pass the folder that holds your videos")
+    paths = _scan(root, quiet)
+    if not paths:
+        raise DataError(
+            f"data folder '{root}' holds no videos ({', '.join(VIDEO_EXTS)}) and no frame folders "
+            f"({', '.join(IMAGE_EXTS)}); put your videos in it"
+        )
+    return paths
 
 
 class VideoFolder:
@@ -123,18 +141,7 @@ class VideoFolder:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
-        if not self.root.exists():
-            raise DataError(
-                f"data folder '{self.root}' does not exist; pass a folder of videos or frame folders"
-            )
-        if not self.root.is_dir():
-            raise DataError(f"data source '{self.root}' is a file; pass the folder that holds your videos")
-        self._paths = _scan(self.root)
-        if not self._paths:
-            raise DataError(
-                f"data folder '{self.root}' holds no videos ({', '.join(VIDEO_EXTS)}) and no frame folders "
-                f"({', '.join(IMAGE_EXTS)}); put your videos in it"
-            )
+        self._paths = scan_folder(self.root)
         self._ids = sorted(self._paths, key=natural_key)
         self._info: dict[str, VideoInfo] = {}
         log.info("found %d videos under '%s'", len(self._ids), self.root)
@@ -385,9 +392,21 @@ def open_source(cfg: DataConfig) -> Source:
     """
     if cfg.source == "synthetic":
         return SyntheticVideos(cfg.num_videos, frames=cfg.frames, size=cfg.size, seed=cfg.seed)
+    return VideoFolder(_source_root(cfg))
+
+
+def check_source(cfg: DataConfig) -> None:
+    """Refuse, in one line (DataError), a data folder that is missing, a file or holds no videos —
+    what :func:`open_source` would refuse, without opening anything, so that commands can check
+    their data before they write or load anything else."""
+    if cfg.source != "synthetic":
+        scan_folder(_source_root(cfg), quiet=True)
+
+
+def _source_root(cfg: DataConfig) -> Path:
     root = Path(cfg.source).expanduser()
     if not root.exists():
         raise DataError(
             f"data.source '{cfg.source}' does not exist; pass 'synthetic' or a folder of videos / frame folders"
         )
-    return VideoFolder(root)
+    return root

@@ -16,6 +16,7 @@ from rovr.checkpoint import load_checkpoint, load_state, save_checkpoint, state_
 from rovr.config import RunConfig, config_from_dict, save_config, to_dict
 from rovr.data.clips import ClipSet, spread
 from rovr.data.corruption import Corrupted, corrupt
+from rovr.data.sources import check_source
 from rovr.errors import CheckpointError, ConfigError, RovrError
 
 if TYPE_CHECKING:
@@ -113,14 +114,27 @@ def prepare_run(cfg: RunConfig, root: Path) -> RunDir:
                 f"run folder '{root}' holds a run of another config (differs in {', '.join(k for k in ARCH_KEYS if _arch(old)[k] != _arch(to_dict(cfg))[k])}); "
                 "choose another --out or delete it"
             )
+    check_source(cfg.data)  # a bad --data is refused before the run folder is made
+    make_folder(run.root, "run folder", "--out")
     try:
-        run.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.config)
     except OSError as e:
         raise RovrError(
             f"cannot write to run folder '{root}' ({e.strerror}); choose a writable --out"
         ) from None
     return run
+
+
+def make_folder(path: Path, what: str, flag: str) -> Path:
+    """Create the output folder ``path`` (and its parents) now, before the work that fills it, or
+    refuse in one line naming ``what`` it is and the ``flag`` that chose it."""
+    if path.exists() and not path.is_dir():
+        raise RovrError(f"{what} '{path}' is a file; choose a folder with {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RovrError(f"cannot write to {what} '{path}' ({e.strerror}); choose a writable {flag}") from None
+    return path
 
 
 def seed_everything(seed: int) -> None:
