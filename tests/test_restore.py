@@ -420,6 +420,33 @@ def test_static_mask_changes_only_the_grown_holes(
     assert diff[:, hole].mean() > 5 and diff[:, grown & ~hole].mean() > 2
 
 
+def test_boxes_are_holes_in_every_frame(run_dir: Path, tmp_path: Path) -> None:
+    """--box X,Y,W,H: the same output as a mask image of the boxes' union, alone and added to a mask
+    folder; only the boxes' pixels change; the report records them."""
+    n, h, w = 12, 32, 48
+    video, masks = noise_video_with_box_masks(tmp_path, n, h, w, seed=5)
+    boxes = ["3,4,10,6", "30, 20, 18, 12"]  # the second touches the right and bottom edges
+    union = np.zeros((h, w), bool)
+    union[4:10, 3:13] = True
+    union[20:32, 30:48] = True
+    io.write_png(tmp_path / "union.png", union)
+    report = tmp_path / "r.json"
+    restore_video(video, None, tmp_path / "by_box", run_dir, boxes=boxes, report=report)
+    restore_video(video, tmp_path / "union.png", tmp_path / "by_image", run_dir)
+    by_box, by_image = io.read_video(tmp_path / "by_box"), io.read_video(tmp_path / "by_image")
+    assert np.array_equal(by_box, by_image)
+    before = io.read_video(video)
+    assert np.array_equal(by_box[:, ~union], before[:, ~union])
+    assert np.abs(by_box[:, union].astype(int) - before[:, union]).mean() > 5
+    assert json.loads(report.read_text())["boxes"] == [[3, 4, 10, 6], [30, 20, 18, 12]]
+    assert json.loads(report.read_text())["masks"] is None
+    # with a mask folder: each frame's holes are its mask and the boxes
+    both = write_masks(tmp_path / "both", moving_box_masks(n, h, w) | union)
+    restore_video(video, masks, tmp_path / "masks_and_box", run_dir, boxes=[(3, 4, 10, 6), (30, 20, 18, 12)])
+    restore_video(video, both, tmp_path / "by_folder", run_dir)
+    assert np.array_equal(io.read_video(tmp_path / "masks_and_box"), io.read_video(tmp_path / "by_folder"))
+
+
 def panning_texture(n: int, h: int, w: int, step: int = 2) -> np.ndarray:
     """uint8 (n, h, w, 3): a detailed texture the camera pans across, ``step`` pixels a frame."""
     big = np.random.default_rng(9).normal(0, 1, (h, w + step * n, 3)).astype(np.float32)
@@ -841,6 +868,10 @@ BAD = {
     "range too short": _std("--frames", "2"),
     "negative start": _std("--start", "-1"),
     "negative copy-reach": _std("--copy-reach", "-1"),
+    "no masks and no box": ["restore", "{d}/v.mp4", "-o", "{o}"],
+    "malformed box": ["restore", "{d}/v.mp4", "--box", "1,2,3", "-o", "{o}"],
+    "empty box": _std("--box", "4,4,0,5"),
+    "box past the frame": ["restore", "{d}/v.mp4", "--box", "30,20,11,4", "-o", "{o}"],
 }
 
 

@@ -195,7 +195,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from rovr.restore import restore_video
     from rovr.video.io import probe
 
-    video, masks, out = Path(args.video), Path(args.masks), Path(args.output)
+    video, out = Path(args.video), Path(args.output)
+    masks = Path(args.masks) if args.masks else None
     total = max(0, args.frames if args.frames is not None else probe(video).frames - args.start)
     # the bar opens when restore_video accepts the input (on_frames(0)): a refused input prints its error alone
     bars: list[tqdm] = []
@@ -224,6 +225,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             unseen=args.unseen,
             start=args.start,
             frames=args.frames,
+            boxes=args.box,
         )
     finally:
         for bar in bars:
@@ -358,9 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="input video file or folder of frames")
     p.add_argument(
         "--masks",
-        required=True,
         help="folder of per-frame mask PNGs (non-zero = hole), one mask image for every frame, or a mask "
         "video (white = hole)",
+    )
+    p.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="X,Y,W,H",
+        help="a rectangle (pixels: left, top, width, height) that is a hole in every frame, e.g. a logo or "
+        "a time stamp; repeatable, and added to --masks if both are given",
     )
     p.add_argument(
         "-o",

@@ -24,11 +24,12 @@ has run) is held from its reading until no frame left to write may copy from it,
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,9 +306,39 @@ def check_paths(video: Path, out: Path, report: Path | None) -> None:
 # ----------------------------------------------------------------------------- restoring
 
 
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """``"X,Y,W,H"`` (pixels: left, top, width, height) -> (x, y, w, h); RovrError (one line) if malformed."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        x = y = w = h = -1
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise RovrError(
+            f"--box '{text}' is not X,Y,W,H in whole pixels (left, top >= 0; width, height >= 1); "
+            "e.g. --box 20,30,200,80"
+        )
+    return x, y, w, h
+
+
+def box_mask(boxes: Sequence[tuple[int, int, int, int]], height: int, width: int) -> np.ndarray:
+    """The union of ``boxes`` (x, y, w, h) as a read-only bool (height, width) mask, True = hole;
+    RovrError if a box reaches past the frame."""
+    mask = np.zeros((height, width), bool)
+    for x, y, w, h in boxes:
+        if x + w > width or y + h > height:
+            raise RovrError(
+                f"--box {x},{y},{w},{h} reaches past the {width}x{height} frame (x + w <= {width}, "
+                f"y + h <= {height}); pass a box inside it"
+            )
+        mask[y : y + h, x : x + w] = True
+    mask.flags.writeable = False
+    return mask
+
+
 def restore_video(
     video: Path,
-    masks: Path,
+    masks: Path | None,
     out: Path,
     checkpoint: Path,
     policy: str | None = None,
@@ -322,11 +353,14 @@ def restore_video(
     unseen: str = "telea",
     start: int = 0,
     frames: int | None = None,
+    boxes: Sequence[str | tuple[int, int, int, int]] = (),
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
     ``masks``: a folder of one mask image per frame, one image for every frame (non-zero = hole), or
-    a video of the masks (white = hole; :func:`rovr.video.io.iter_masks`).
+    a video of the masks (white = hole; :func:`rovr.video.io.iter_masks`); None with ``boxes``.
+    ``boxes``: rectangles ``"X,Y,W,H"`` (or (x, y, w, h)) in pixels that are holes in every frame —
+    a logo, a watermark, a time stamp — added to ``masks`` where both are given.
     ``out`` is an H.264 mp4 of the input's size and frame rate (missing folders are created); only
     hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
     conditioning frames of every frame. ``on_frames(n)`` is called once with 0 when the input has been
@@ -346,8 +380,12 @@ def restore_video(
     decoded nor copied from.
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
-    video, masks, out = Path(video), Path(masks), Path(out)
+    video, out = Path(video), Path(out)
+    masks = Path(masks) if masks is not None else None
     report = Path(report) if report is not None else None
+    if masks is None and not boxes:
+        raise RovrError("nothing marks the holes; pass --masks MASKS, --box X,Y,W,H, or both")
+    rects = [parse_box(b) if isinstance(b, str) else parse_box(",".join(map(str, b))) for b in boxes]
     if dilate < 0:
         raise RovrError(f"--dilate must be >= 0 pixels (got {dilate})")
     if batch is not None and batch < 1:
@@ -369,8 +407,16 @@ def restore_video(
             f"{asked} is outside '{video}' (frames 0..{info.frames - 1}); restore at "
             f"least {MIN_FRAMES} frames that lie in the video"
         )
-    # count and sizes checked here, against the whole video
-    mask_iter = iter_masks(masks, info.frames, info.height, info.width, start, n)
+    box = box_mask(rects, info.height, info.width) if rects else None
+    mask_iter: Iterator[np.ndarray]
+    if masks is None:
+        assert box is not None  # boxes were given (checked above)
+        mask_iter = itertools.repeat(box, n)
+    else:
+        # count and sizes checked here, against the whole video
+        mask_iter = iter_masks(masks, info.frames, info.height, info.width, start, n)
+        if box is not None:
+            mask_iter = (m | box for m in mask_iter)
     cfg, run = load_run(checkpoint)
     device = torch.device(cfg.device)
     chooser = pick_chooser(cfg, run, policy)
@@ -553,7 +599,8 @@ def restore_video(
             report,
             {
                 "video": str(video),
-                "masks": str(masks),
+                "masks": None if masks is None else str(masks),
+                "boxes": [list(r) for r in rects],
                 "output": str(out),
                 "checkpoint": str(checkpoint),
                 "policy": result.policy,
