@@ -215,14 +215,15 @@ def test_failed_download_falls_back(
         raise urllib.error.URLError("no network here")
 
     monkeypatch.setattr(P.urllib.request, "urlopen", offline)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         metric = build_perceptual(MetricConfig(perceptual="auto"), "cpu", download=True)
     assert metric.name == "ssim"
+    # one line in all: no "downloading ..." announced for a download that never started
     assert len(caplog.records) == 1 and "no network here" in caplog.records[0].getMessage()
     assert list(P.hub_vgg16_path().parent.iterdir()) == []  # no partial file left behind
 
 
-def test_download_is_atomic_and_checks_the_hash(tmp_path: Path) -> None:
+def test_download_is_atomic_and_checks_the_hash(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import hashlib
 
     src = tmp_path / "src.bin"
@@ -232,8 +233,11 @@ def test_download_is_atomic_and_checks_the_hash(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checksum"):
         P._download(src.as_uri(), dst, "00000000" if not digest.startswith("0") else "ffffffff")
     assert not dst.exists() and list(dst.parent.iterdir()) == []
-    P._download(src.as_uri(), dst, digest[:8])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        P._download(src.as_uri(), dst, digest[:8])
     assert dst.read_bytes() == src.read_bytes()
+    assert [r.getMessage() for r in caplog.records] == [f"downloading {src.as_uri()} to {dst}"]
 
 
 def test_explicit_lpips_without_weights_is_an_error(empty_torch_home: Path) -> None:

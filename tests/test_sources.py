@@ -21,7 +21,7 @@ from rovr.data.clips import (
     split_videos,
     spread,
 )
-from rovr.data.sources import Source, SyntheticVideos, VideoFolder, open_source
+from rovr.data.sources import Source, SyntheticVideos, VideoFolder, check_source, open_source
 from rovr.errors import DataError
 from rovr.video import io
 
@@ -82,6 +82,29 @@ def test_video_folder_errors(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- SyntheticVideos
+
+
+def test_folder_is_announced_once_and_checked_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each stage opens its splits anew: "found N videos" is said once a process (again when the
+    count changes); check_source says nothing and refuses what open_source refuses."""
+    root = tmp_path / "vids"
+    frames_folder(root / "a", 3)
+    with caplog.at_level(logging.INFO, logger="rovr.data.sources"):
+        check_source(DataConfig(source=str(root)))
+        assert caplog.records == []
+        for _ in range(3):
+            VideoFolder(root)
+        frames_folder(root / "b", 3)
+        VideoFolder(root)
+    found = [r.getMessage() for r in caplog.records if "found" in r.getMessage()]
+    assert found == [f"found 1 video under '{root}'", f"found 2 videos under '{root}'"]
+    (tmp_path / "empty").mkdir()
+    for bad, needle in ((tmp_path / "empty", "holds no videos"), (tmp_path / "nope", "does not exist")):
+        with pytest.raises(DataError, match=needle):
+            check_source(DataConfig(source=str(bad)))
+    check_source(DataConfig(source="synthetic"))  # nothing to check
 
 
 def test_synthetic_videos_are_deterministic_and_moving() -> None:

@@ -131,6 +131,10 @@ def scan_folder(root: Path, quiet: bool = False) -> dict[str, Path]:
     return paths
 
 
+#: (folder, number of videos) already announced by :class:`VideoFolder` in this process.
+_ANNOUNCED: set[tuple[str, int]] = set()
+
+
 class VideoFolder:
     """Every video file (mp4, avi, mov, mkv, webm, gif) and frame folder under ``root``, recursively.
 
@@ -144,7 +148,12 @@ class VideoFolder:
         self._paths = scan_folder(self.root)
         self._ids = sorted(self._paths, key=natural_key)
         self._info: dict[str, VideoInfo] = {}
-        log.info("found %d videos under '%s'", len(self._ids), self.root)
+        said = (str(self.root.resolve()), len(self._ids))
+        if said not in _ANNOUNCED:  # each stage opens its splits anew: say it once
+            _ANNOUNCED.add(said)
+            log.info(
+                "found %d video%s under '%s'", len(self._ids), "" if len(self._ids) == 1 else "s", self.root
+            )
 
     @property
     def name(self) -> str:

@@ -183,6 +183,8 @@ def _download(url: str, dst: Path, sha256_prefix: str, timeout: float = _DOWNLOA
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+            # said once the server answers: without a network only the fallback notice is printed
+            log.info("downloading %s to %s", url, dst)
             while chunk := r.read(1 << 20):
                 f.write(chunk)
                 digest.update(chunk)
@@ -219,7 +221,6 @@ def find_vgg16_weights(cfg: MetricConfig, download: bool = True) -> tuple[Path |
         return None, looked + " (download not attempted)"
     if VGG16_URL in _FAILED_DOWNLOADS:  # tried once in this process already: do not wait on the network again
         return None, f"{looked}, download from {VGG16_URL} ({_FAILED_DOWNLOADS[VGG16_URL]})"
-    log.info("downloading VGG16 ImageNet weights from %s to %s", VGG16_URL, hub)
     try:
         _download(VGG16_URL, hub, _VGG16_SHA256_PREFIX)
     except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors
