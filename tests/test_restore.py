@@ -447,6 +447,32 @@ def test_boxes_are_holes_in_every_frame(run_dir: Path, tmp_path: Path) -> None:
     assert np.array_equal(io.read_video(tmp_path / "masks_and_box"), io.read_video(tmp_path / "by_folder"))
 
 
+def test_a_gamma_that_repairs_known_pixels_still_changes_only_the_holes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run trained with local.repair_known: restore says, in one warning, that it repairs the holes
+    only, and every pixel outside them is the input's (Γ's known-pixel residual is not applied)."""
+    cfg = tiny_config()
+    cfg.local.repair_known = True
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    save_config(cfg, run.config)
+    torch.manual_seed(0)
+    net = LocalNet(cfg.local, cfg.k)
+    assert net.head_known is not None and net.head_known.bias is not None
+    with torch.no_grad():
+        net.head_known.bias.fill_(0.3)  # would brighten every known pixel if it were applied
+    save_model(run.local, net, cfg)
+    n, h, w = 10, 32, 40
+    video, masks = noise_video_with_box_masks(tmp_path, n, h, w, seed=1)
+    with caplog.at_level(logging.WARNING, logger="rovr.restore"):
+        restore_video(video, masks, tmp_path / "out", run.root, policy="sequential")
+    assert [r.getMessage() for r in caplog.records if "repair_known" in r.getMessage()], caplog.text
+    holes = moving_box_masks(n, h, w)
+    before, after = io.read_video(video), io.read_video(tmp_path / "out")
+    assert np.array_equal(after[~holes], before[~holes])
+
+
 def panning_texture(n: int, h: int, w: int, step: int = 2) -> np.ndarray:
     """uint8 (n, h, w, 3): a detailed texture the camera pans across, ``step`` pixels a frame."""
     big = np.random.default_rng(9).normal(0, 1, (h, w + step * n, 3)).astype(np.float32)

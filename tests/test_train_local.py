@@ -181,7 +181,13 @@ def test_smoke_run_writes_gamma_logs_and_follows_the_lambda_schedule(
 
     meta = json.loads(run.local.with_suffix(".json").read_text())
     assert meta["stage"] == "pretrain-local" and meta["step"] == 10 and meta["perceptual"] == "ssim"
-    assert meta["config"]["local"] == {"base_channels": 8, "depth": 2, "align": True, "max_shift": 0.125}
+    assert meta["config"]["local"] == {
+        "base_channels": 8,
+        "depth": 2,
+        "align": True,
+        "max_shift": 0.125,
+        "repair_known": False,
+    }
     net = LocalNet(cfg.local, cfg.k)
     load_model(run.local, net, cfg, "rovr pretrain-local")
     assert not any(k.startswith(("opt.", "net.")) for k in weights(run.local))

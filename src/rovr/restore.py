@@ -432,6 +432,12 @@ def restore_video(
     # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
     gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
     net = load_local(gamma, cfg, device)
+    if cfg.local.repair_known:
+        log.warning(
+            "this run's Γ also corrects known pixels (local.repair_known), at %dpx only; restore "
+            "repairs the holes and keeps every other pixel as it is",
+            cfg.data.size,
+        )
     plan = plan_windows(n, length)
     work = working_size(info.height, info.width, cfg.data.size)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None

@@ -36,6 +36,13 @@ class LocalNetConfig:
     max_shift: float = field(
         default=0.125, metadata={"help": "largest alignment shift, as a fraction of the frame side"}
     )
+    repair_known: bool = field(
+        default=False,
+        metadata={
+            "help": "also correct the known pixels (the noise, brightness and blur of corruption.*) "
+            "instead of keeping them exactly (the paper: holes only)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from rovr.config import check
@@ -210,6 +217,12 @@ class LocalNet(nn.Module):
     learns the corrections (motion, lighting) and the hallucination of pixels no frame shows.
     Level l of the UNet has ``base_channels · 2**l`` channels, l = 0 … depth.
 
+    With ``repair_known`` (beyond the paper, whose §8 leaves noise, brightness and blur to future
+    work) a second 1×1 head, initialised at zero, predicts a residual ``r_k`` for the known pixels
+    too: ``x̂ = clamp(x̄ + r_k, 0, 1) ⊙ (1 − m) + pred ⊙ m``, so the conditioning frames can help
+    denoise, relight and sharpen the target; untrained it still returns x̄ there. Without it the
+    known pixels are kept exactly, as the paper's Γ does.
+
     With ``align`` (default), each conditioning frame is first shifted onto the target by the
     integer translation that best matches the pixels both show (:func:`estimate_shifts`), so a
     distant frame of a panning camera contributes pixels in the right place; pixels shifted in from
@@ -232,6 +245,12 @@ class LocalNet(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-3)  # ≈ 0: an untrained Γ copies (gradients still flow)
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)
+        self.head_known: nn.Conv2d | None = None
+        if cfg.repair_known:
+            self.head_known = nn.Conv2d(widths[0], 3, 1)
+            nn.init.zeros_(self.head_known.weight)  # x̂ = x̄ on the known pixels until trained
+            if self.head_known.bias is not None:
+                nn.init.zeros_(self.head_known.bias)
         # NHWC weights: oneDNN's convolutions run 1.2-1.4x faster on the CPU at 64x64 (training and
         # inference, same results to 1e-7; BENCHMARKS.md); .to(device) keeps the format
         self.to(memory_format=torch.channels_last)
@@ -270,7 +289,8 @@ class LocalNet(nn.Module):
             shifts: optional (B, k, 2) alignment shifts from :meth:`shifts` (estimated when omitted).
 
         Returns:
-            (B, 3, H, W) in [0, 1]: x̂_t = x̄_t ⊙ (1 − m) + Γ_pred ⊙ m, known pixels kept exactly.
+            (B, 3, H, W) in [0, 1]: x̂_t = x̄_t ⊙ (1 − m) + Γ_pred ⊙ m, known pixels kept exactly
+            (corrected by the second head with ``repair_known``).
         """
         B, _, H, W = target.shape
         if cond.shape != (B, self.k, 3, H, W) or cond_masks.shape != (B, self.k, 1, H, W):
@@ -317,4 +337,7 @@ class LocalNet(nn.Module):
             h = up(h, skips.pop())
         r = self.head(h)[..., :H, :W]  # (B, 3, H, W) residual
         pred = torch.where(has_prior > 0, (prior + r).clamp(0, 1), torch.sigmoid(r))
-        return target * (1 - m) + pred * m
+        known = target * (1 - m)
+        if self.head_known is not None:  # the known pixels corrected too (repair_known)
+            known = (target + self.head_known(h)[..., :H, :W]).clamp(0, 1) * (1 - m)
+        return known + pred * m
