@@ -32,7 +32,7 @@ from rovr.config import DataConfig, RunConfig, save_config
 from rovr.errors import RovrError
 from rovr.models.local import LocalNet, LocalNetConfig
 from rovr.models.policy import PolicyConfig, build_actor
-from rovr.restore import plan_windows, restore_video, working_size
+from rovr.restore import SHORT_FRACTION, plan_windows, restore_video, working_size
 from rovr.train.common import RunDir, save_model
 from rovr.video import io
 
@@ -226,12 +226,20 @@ def test_cli_restores_real_clip_keeping_size_fps_and_known_pixels(
 
 @pytest.mark.parametrize(
     ("n", "h", "w", "batch"),
-    [(23, 37, 45, None), (23, 37, 45, 2), (41, 24, 32, 1), (5, 24, 32, None), (8, 40, 40, None)],
+    [
+        (23, 37, 45, None),
+        (23, 37, 45, 2),
+        (41, 24, 32, 1),
+        (5, 24, 32, None),
+        (3, 24, 32, None),
+        (8, 40, 40, None),
+    ],
 )
 def test_every_frame_written_once_in_order(
     run_dir: Path, tmp_path: Path, n: int, h: int, w: int, batch: int | None
 ) -> None:
-    """Lengths not a multiple of T, shorter than T and equal to T; odd sizes; windows one or more at a time."""
+    """Lengths not a multiple of T, shorter than T and equal to T; odd sizes; windows one or more at a time.
+    A video shorter than T is one window, where the paper's actor cannot choose."""
     frames, holes = indexed_video(n, h, w), moving_box_masks(n, h, w)
     video, report = tmp_path / "in.mp4", tmp_path / "r.json"
     out = tmp_path / "new" / "deeper" / "out.mp4"  # missing folders are created
@@ -250,7 +258,30 @@ def test_every_frame_written_once_in_order(
             assert len(cond[t]) == 2 and t not in cond[t] and all(0 <= c < n for c in cond[t])
         else:
             assert cond[t] == []
-    assert res.policy == ("imitation" if n >= T else "oracle_best")
+    assert res.policy == ("imitation" if n >= T else "oracle_best")  # the paper's actor is tied to T
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 7])
+def test_a_pointer_policy_chooses_in_a_video_shorter_than_t(tmp_path: Path, n: int) -> None:
+    """The pointer policy is length-agnostic: in a video of n < T frames it chooses the frames (pairs
+    of other frames of the video) down to SHORT_FRACTION · T; below that the masks' oracle does."""
+    cfg = tiny_config()
+    cfg.policy.kind = "pointer"
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    save_config(cfg, run.config)
+    torch.manual_seed(0)
+    save_model(run.local, LocalNet(cfg.local, cfg.k), cfg)
+    save_model(run.policy("imitation"), build_actor(cfg.policy, cfg.data.frames), cfg)
+    video, masks = noise_video_with_box_masks(tmp_path, n, 24, 32, seed=n)
+    report = tmp_path / "r.json"
+    res = restore_video(video, masks, tmp_path / "out", run.root, report=report)
+    assert res.policy == ("imitation" if n >= SHORT_FRACTION * T else "oracle_best")
+    holes = moving_box_masks(n, 24, 32)
+    for t, chosen in enumerate(json.loads(report.read_text())["conditioning"]):
+        assert (len(chosen) == 2 and t not in chosen and all(0 <= c < n for c in chosen)) or not holes[
+            t
+        ].any()
 
 
 @pytest.mark.parametrize(("start", "count"), [(5, 12), (0, 4), (13, None)])

@@ -263,7 +263,8 @@ class PolicyChooser:
         from rovr.models.policy import check_logits, greedy_pair, sample_topk
 
         obs = episodes.observation()
-        out = self.actor(obs.video, obs.target, obs.t)
+        # the pointer actor scores any number of frames; the paper's refuses a T it was not built for
+        out = self.actor(obs.video, obs.target, obs.t, num_frames=episodes.num_frames)
         logits, bias = check_logits(out.logits), out.pair_bias  # (B, T), -inf at t; (B, T, T) or None
         if self.sample:
             return sample_topk(logits, episodes.k, self.tau, generator=self.generator, bias=bias)
