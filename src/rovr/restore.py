@@ -434,7 +434,7 @@ def restore_video(
                 "'%s' has %d frames to restore, fewer than %s; using the oracle's best pairs",
                 video,
                 n,
-                f"half the policy's T={cfg.data.frames}"
+                f"{math.ceil(SHORT_FRACTION * cfg.data.frames)}, the fewest the policy (T={cfg.data.frames}) chooses among"
                 if cfg.policy.kind == "pointer"
                 else f"the paper actor's T={cfg.data.frames}",
             )
@@ -477,12 +477,12 @@ def restore_video(
     lag = max(length - 1, copy_from + cfg.k, reach) if fill == "copy" else 0
     batch = batch or windows_per_batch(info.height, info.width, length, held=2 * lag)
     log.info(
-        "restoring %d frames of %dx%d%s in %d windows of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
+        "restoring %d frames of %dx%d%s in %s of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
         n,
         info.width,
         info.height,
         f" (frames {start}..{start + n - 1} of {info.frames})" if n < info.frames else "",
-        len(plan),
+        "one window" if len(plan) == 1 else f"{len(plan)} windows",
         length,
         min(batch, len(plan)),
         gamma.name,
