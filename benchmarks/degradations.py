@@ -20,19 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import load_scoring
 from rovr.conditioning import make_baseline
-from rovr.config import config_from_dict, read_yaml
 from rovr.metrics.image import psnr
-from rovr.metrics.perceptual import build_perceptual
 from rovr.reconstruct import Episodes, reconstruct
-from rovr.train.common import RunDir, corrupted_clips, load_local
+from rovr.train.common import corrupted_clips
 
 
 def scores(run_dir: Path, seeds: int, chooser: str) -> dict[str, float]:
-    run = RunDir(run_dir)
-    cfg = config_from_dict(read_yaml(run.config))
-    net = load_local(run.local, cfg, torch.device("cpu"))
-    metric = build_perceptual(cfg.metric, "cpu", download=False)
+    cfg, _, net, metric = load_scoring(run_dir)
     parts: dict[str, list[float]] = {"frame": [], "known": [], "holes": [], "input_known": [], "lp": []}
     for seed in range(seeds):
         clips = corrupted_clips(cfg, "test", seed)

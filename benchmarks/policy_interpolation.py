@@ -20,17 +20,15 @@ import argparse
 import copy
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import load_scoring
 from rovr.conditioning import PolicyChooser
-from rovr.config import config_from_dict, read_yaml
 from rovr.evaluate import evaluation_clips
-from rovr.metrics.perceptual import build_perceptual
 from rovr.reconstruct import Episodes, reconstruct
-from rovr.train.common import RunDir, load_local, load_policy
+from rovr.train.common import load_policy
 
 
 def main() -> None:
@@ -42,11 +40,8 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--seeds", type=int, default=3, help="corruption seeds (default 3)")
     args = ap.parse_args()
-    run = RunDir(Path(args.run))
-    cfg = config_from_dict(read_yaml(run.config))
+    cfg, run, net, metric = load_scoring(args.run)
     device = torch.device("cpu")
-    net = load_local(run.local, cfg, device)
-    metric = build_perceptual(cfg.metric, device, download=False)
     start = load_policy(run.policy("imitation"), cfg, "imitation", "rovr imitate", device)
     tuned = load_policy(run.policy("rovr_flow_warm"), cfg, "rovr_flow_warm", "rovr train-policy", device)
     a, b = start.actor.state_dict(), tuned.actor.state_dict()

@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import load_scoring
 from rovr.conditioning import make_baseline
-from rovr.config import config_from_dict, read_yaml
 from rovr.evaluate import folder_clips
-from rovr.metrics.perceptual import build_perceptual
 from rovr.reconstruct import Episodes, reconstruct
-from rovr.train.common import RunDir, load_local, load_policy
+from rovr.train.common import load_policy
 
 BASELINES = ("oracle_best", "sequential", "stride", "oracle_copy")
 
@@ -43,11 +42,8 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[6, 10, 14], help="window lengths n < T")
     ap.add_argument("--seeds", type=int, default=3, help="corruption seeds (default 3)")
     args = ap.parse_args()
-    run = RunDir(Path(args.run))
-    cfg = config_from_dict(read_yaml(run.config))
+    cfg, run, net, metric = load_scoring(args.run)
     device = torch.device("cpu")
-    net = load_local(run.local, cfg, device)
-    metric = build_perceptual(cfg.metric, device, download=False)
     policy = load_policy(run.policy(args.policy), cfg, args.policy, "rovr train", device)
     names = [f"{args.policy} (T={cfg.data.frames})", *BASELINES]
     print(
