@@ -138,10 +138,12 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_missing_stage_names_the_command_to_run(tmp_path: Path) -> None:
-    res = rovr(
-        "train-policy", "--out", str(tmp_path / "run"), "--set", "data.num_videos=3", "--set", "data.size=32"
-    )
-    assert_one_line_error(res, "rovr pretrain-local")
+    for stage in ("train-policy", "imitate"):
+        res = rovr(
+            stage, "--out", str(tmp_path / "run"), "--set", "data.num_videos=3", "--set", "data.size=32"
+        )
+        assert_one_line_error(res, "rovr pretrain-local")
+        assert not (tmp_path / "run").exists()  # refused before the run folder was made
     assert_one_line_error(
         rovr("evaluate", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "e")), "nope"
     )

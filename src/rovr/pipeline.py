@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rovr.config import RunConfig
+from rovr.errors import CheckpointError
 from rovr.train.common import RunDir, prepare_run
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,17 @@ def stage_done(cfg: RunConfig, run: RunDir, stage: str) -> bool:
         "train-policy": run.policy(policy_name(cfg)),
     }[stage]
     return path.is_file()
+
+
+def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
+    """Refuse, in one line, a stage whose earlier stages' checkpoints are not in ``run`` — before
+    ``rovr imitate`` / ``rovr train-policy`` write anything there."""
+    if stage in ("imitate", "train-policy") and not run.local.is_file():
+        raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
+    if stage == "train-policy" and cfg.ppg.warm_start and not run.policy("imitation").is_file():
+        raise CheckpointError(
+            f"'{run.policy('imitation')}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
+        )
 
 
 def run_stage(cfg: RunConfig, run: RunDir, stage: str, progress: bool = True) -> Path:

@@ -53,7 +53,7 @@ from rovr.conditioning import copy_pair_costs
 from rovr.config import PPGConfig, RunConfig, to_dict
 from rovr.data.clips import ClipSet
 from rovr.data.corruption import corrupt
-from rovr.errors import CheckpointError, RovrError
+from rovr.errors import RovrError
 from rovr.metrics.flow import build_flow
 from rovr.metrics.perceptual import build_perceptual, reconstruction_loss
 from rovr.models.policy import (
@@ -820,12 +820,9 @@ def train_policy(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     """Stage 3 entry point (``rovr train-policy``): writes ``policy_<name>.safetensors`` and returns its path."""
     if cfg.k != 2:
         raise RovrError(f"PPG is implemented for pairs (k=2); got k={cfg.k}")
-    if not run.local.is_file():
-        raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
-    if cfg.ppg.warm_start and not run.policy("imitation").is_file():
-        raise CheckpointError(
-            f"'{run.policy('imitation')}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
-        )
+    from rovr.pipeline import check_stage_inputs
+
+    check_stage_inputs(cfg, run, "train-policy")
     try:
         return Trainer(cfg, run, progress).train()
     finally:
