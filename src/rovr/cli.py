@@ -158,12 +158,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        from rovr.pipeline import check_stage_inputs, run_stage
-        from rovr.train.common import RunDir, prepare_run
+        from rovr.pipeline import run_stage
+        from rovr.train.common import prepare_run
 
         cfg = _config(args, "demo")
-        check_stage_inputs(cfg, RunDir(_out(args, cfg)), stage)  # before the run folder is made
-        run = prepare_run(cfg, _out(args, cfg))
+        run = prepare_run(cfg, _out(args, cfg), stage)
         path = run_stage(cfg, run, stage, progress=not args.no_progress)
         print(f"{stage}: saved {path}")
         return 0

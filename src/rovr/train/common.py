@@ -99,8 +99,10 @@ def check_same_architecture(
         )
 
 
-def prepare_run(cfg: RunConfig, root: Path) -> RunDir:
-    """Create the run folder and save the resolved config; a folder of another architecture is refused."""
+def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
+    """Create the run folder and save the resolved config; a folder of another architecture, a bad
+    data folder, or (with ``stage``) a stage whose earlier stages' checkpoints are missing is refused
+    first, in one line, with nothing written."""
     run = RunDir(Path(root))
     if run.config.is_file():
         from rovr.config import read_yaml
@@ -115,6 +117,10 @@ def prepare_run(cfg: RunConfig, root: Path) -> RunDir:
                 "choose another --out or delete it"
             )
     check_source(cfg.data)  # a bad --data is refused before the run folder is made
+    if stage is not None:
+        from rovr.pipeline import check_stage_inputs
+
+        check_stage_inputs(cfg, run, stage)
     make_folder(run.root, "run folder", "--out")
     try:
         save_config(cfg, run.config)
