@@ -783,8 +783,13 @@ def evaluation_clips(
 
     if data is None or _same_source(str(data), cfg.data.source):
         return corrupted_clips(cfg, "test", seed, limit), f"{cfg.data.source} (test split)"
-    check_evaluation_data(cfg, data)
+    _check_exists(data)  # the rest (a file, no videos) the folder's own scan refuses
     return folder_clips(cfg, Path(data).expanduser(), seed, limit), f"{data} (all videos)"
+
+
+def _check_exists(data: str | Path) -> None:
+    if not Path(data).expanduser().exists():
+        raise DataError(f"--data '{data}' does not exist; pass a folder of videos or frame folders")
 
 
 def check_evaluation_data(cfg: RunConfig, data: str | Path | None) -> None:
@@ -795,8 +800,7 @@ def check_evaluation_data(cfg: RunConfig, data: str | Path | None) -> None:
 
     if data is None or _same_source(str(data), cfg.data.source):
         return
-    if not Path(data).expanduser().exists():
-        raise DataError(f"--data '{data}' does not exist; pass a folder of videos or frame folders")
+    _check_exists(data)
     scan_folder(Path(data).expanduser(), quiet=True)
 
 
