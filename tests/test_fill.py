@@ -282,14 +282,25 @@ def test_no_hole_or_no_frame() -> None:
         copy_fill(frame, mask, [], [], unseen="blur")
 
 
-def test_a_frame_that_is_all_hole_keeps_gammas_fill() -> None:
-    """No known pixel to check a placement against, or to in-paint from: nothing is copied or in-painted."""
-    ref = texture(40, 50, 9)
-    mask = np.ones((40, 50), bool)
-    target = with_gamma_fill(ref, mask)
-    out, stats = copy_fill(target, mask, [ref], [np.zeros((40, 50), bool)])
-    np.testing.assert_array_equal(out, target)
-    assert (stats.hole, stats.copied, stats.inpainted) == (2000, 0, 0)
+def test_a_frame_that_is_all_hole_takes_other_frames_pixels_unmoved() -> None:
+    """No known pixel to check a placement against, or to in-paint from: each pixel comes unmoved
+    from the first frame that shows it (the second frame fills the first one's hole, grown by
+    GUARD), and where none does Γ's fill stays; nothing is in-painted."""
+    h, w = 40, 50
+    first, second = texture(h, w, 9), texture(h, w, 3)
+    mask = np.ones((h, w), bool)
+    target = with_gamma_fill(first, mask)
+    hole_first, hole_both = box(h, w, 10, 10, 12, 20), box(h, w, 30, 40, 6, 6)
+    out, stats = copy_fill(target, mask, [first, second], [hole_first | hole_both, hole_both])
+    guard = np.ones((2 * GUARD + 1, 2 * GUARD + 1), np.uint8)
+    grown_first = cv2.dilate((hole_first | hole_both).astype(np.uint8), guard) > 0
+    grown_both = cv2.dilate(hole_both.astype(np.uint8), guard) > 0
+    np.testing.assert_array_equal(out[~grown_first], first[~grown_first])
+    from_second = grown_first & ~grown_both
+    np.testing.assert_array_equal(out[from_second], second[from_second])
+    np.testing.assert_array_equal(out[grown_both], target[grown_both])
+    shown = int((~grown_both).sum())
+    assert (stats.hole, stats.copied, stats.unaligned, stats.inpainted) == (h * w, shown, shown, 0)
 
 
 def test_holes_at_the_border_are_copied_from_inside_the_frame() -> None:

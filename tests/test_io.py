@@ -407,13 +407,20 @@ def test_write_png_and_write_frames_are_atomic(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "m.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), img)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")), (img[..., 0] > 128) * 255)
-    # a previous frame folder is replaced whole; a folder with other files is refused
+    # a frame folder rovr wrote is replaced whole; a folder with other files is refused
     io.write_frames(tmp_path / "f", smooth_frames(5, 4, 4))
     io.write_frames(tmp_path / "f", smooth_frames(3, 4, 4))
-    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    frames = ["00000.png", "00001.png", "00002.png"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [io.FRAMES_MARKER, *frames]
     (tmp_path / "f" / "keep.txt").write_text("x")
     with pytest.raises(DataError, match="keep.txt"):
         io.write_frames(tmp_path / "f", smooth_frames(3, 4, 4))
+    # the same frames without rovr's marker (the user's own, or masks named alike) are never replaced
+    (tmp_path / "f" / "keep.txt").unlink()
+    (tmp_path / "f" / io.FRAMES_MARKER).unlink()
+    with pytest.raises(DataError, match="images rovr did not write"):
+        io.write_frames(tmp_path / "f", smooth_frames(3, 4, 4))
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == frames
 
     def boom() -> Iterator[np.ndarray]:
         yield smooth_frames(1, 4, 4)[0]

@@ -131,6 +131,11 @@ def codec_error(frames: np.ndarray, fps: float, folder: Path) -> np.ndarray:
     return np.abs(back - frames.astype(np.int16)).mean(axis=-1)
 
 
+def contents(*folders: Path) -> dict[Path, bytes]:
+    """Every file below ``folders`` and its bytes."""
+    return {p: p.read_bytes() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
+
+
 def files_in(folder: Path) -> list[str]:
     """Every name in ``folder`` (hidden temp files included); [] if it does not exist."""
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -756,6 +761,72 @@ def test_frame_folder_without_holes_is_copied(
     assert json.loads(report.read_text())["conditioning"] == [[]] * n
 
 
+def test_a_frame_that_is_all_hole_is_copied_from_its_neighbours(
+    run_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame masked everywhere has no known pixel to align others on: with a still camera its
+    pixels come back exactly from the nearby frames (before: Γ's low-resolution guess), with one
+    warning, and the report and summary count them."""
+    n, h, w = 12, 40, 48
+    still = np.repeat(panning_texture(1, h, w), n, axis=0)
+    holes = moving_box_masks(n, h, w)
+    holes[4] = True
+    io.write_frames(tmp_path / "in", still)
+    masks = write_masks(tmp_path / "masks", holes)
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        res = restore_video(tmp_path / "in", masks, tmp_path / "out", run_dir, report=tmp_path / "r.json")
+    out = io.read_video(tmp_path / "out")
+    assert np.array_equal(out[4], still[4])
+    assert res.whole_hole_frames == 1 and res.unaligned_pixels == h * w and res.gamma == 0.0
+    assert json.loads((tmp_path / "r.json").read_text())["whole_hole_frames"] == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "1 of 12 frames are hole everywhere" in said[0], said
+
+
+def test_a_dilation_past_the_frame_is_the_whole_frame(run_dir: Path, tmp_path: Path) -> None:
+    """--dilate larger than the frame grows every hole to the whole frame, without allocating a kernel
+    of the size asked for (10^6 px: 4 TB); the frames without holes are copied into them."""
+    n, h, w = 6, 24, 32
+    io.write_video(tmp_path / "in.mp4", indexed_video(n, h, w), fps=24)
+    holes = moving_box_masks(n, h, w)
+    with_holes = int(holes.any(axis=(1, 2)).sum())
+    assert 0 < with_holes < n
+    masks = write_masks(tmp_path / "masks", holes)
+    res = restore_video(tmp_path / "in.mp4", masks, tmp_path / "o.mp4", run_dir, dilate=10**6)
+    assert res.whole_hole_frames == with_holes and res.hole_pixels == with_holes * h * w
+    assert res.unaligned_pixels == res.hole_pixels  # all of it from the frames without holes
+
+
+def test_masks_without_holes_are_said(
+    run_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n, h, w = 5, 24, 32
+    io.write_video(tmp_path / "in.mp4", indexed_video(n, h, w), fps=24)
+    io.write_png(tmp_path / "none.png", np.zeros((h, w), bool))
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        restore_video(tmp_path / "in.mp4", tmp_path / "none.png", tmp_path / "o.mp4", run_dir)
+    assert any("mark no hole" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_threads_cap_torch_while_restoring_only(run_dir: Path, tmp_path: Path) -> None:
+    """threads=1 (--threads 1, for a busy machine): Γ runs on one torch thread, and the process's
+    setting is put back afterwards."""
+    n, h, w = 6, 24, 32
+    io.write_video(tmp_path / "in.mp4", indexed_video(n, h, w), fps=24)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    restore_video(
+        tmp_path / "in.mp4",
+        masks,
+        tmp_path / "o.mp4",
+        run_dir,
+        threads=1,
+        on_frames=lambda k: seen.append(torch.get_num_threads()),
+    )
+    assert set(seen[1:]) == {1} and torch.get_num_threads() == before
+
+
 @pytest.mark.parametrize(("fill", "reach", "lag"), [("gamma", 0, 0), ("copy", 0, 8), ("copy", 20, 20)])
 def test_frames_are_held_only_until_written(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: str, reach: int, lag: int
@@ -798,18 +869,20 @@ def test_frames_out_are_lossless_pngs(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "outputs" / "repaired"
     res = restore_video(tmp_path / "in", masks, out, run_dir, report=tmp_path / "r.json")
     written = io.read_video(out)
-    assert res.frames == n and sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(n)]
+    names = sorted(p.name for p in out.iterdir())
+    assert res.frames == n and names == [io.FRAMES_MARKER] + [f"{i:05d}.png" for i in range(n)]
     assert np.array_equal(written[~holes], frames[~holes])
     # a pan: the copy is exact, and PNG keeps it exact, so the holes hold the clean content too
     assert res.copied == 1.0 and np.array_equal(written, frames)
     assert json.loads((tmp_path / "r.json").read_text())["output"] == str(out) and res.audio is None
     # again with --fill gamma: the folder is replaced, not mixed
-    again = restore_video(tmp_path / "in", masks, out, run_dir, fill="gamma")
+    again = restore_video(tmp_path / "in", masks, out, run_dir, fill="gamma", report=tmp_path / "r.json")
     assert (
         again.frames == n
-        and len(list(out.iterdir())) == n
+        and len(list(out.iterdir())) == n + 1
         and not np.array_equal(io.read_video(out), written)
     )
+    assert json.loads((tmp_path / "r.json").read_text())["fill"] == "gamma"  # an earlier report is replaced
     before = io.read_video(out)
 
     def interrupt(done: int) -> None:
@@ -841,7 +914,14 @@ def test_interrupt_leaves_no_output_and_no_temp_file(run_dir: Path, tmp_path: Pa
     assert files_in(out_dir) == []
 
 
-def test_ctrl_c_on_the_cli_leaves_nothing(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGINT, 130, "rovr: interrupted"), (signal.SIGTERM, 143, "rovr: stopped by SIGTERM")],
+)
+def test_ctrl_c_on_the_cli_leaves_nothing(
+    run_dir: Path, tmp_path: Path, sig: signal.Signals, code: int, said: str
+) -> None:
+    """Ctrl-C, or SIGTERM (a scheduler, `timeout`), midway: one line, no output, no temporary file."""
     n, h, w = 400, 64, 64
     video = tmp_path / "in.mp4"
     io.write_video(video, indexed_video(n, h, w) // 2 + 60, fps=24)
@@ -859,11 +939,11 @@ def test_ctrl_c_on_the_cli_leaves_nothing(run_dir: Path, tmp_path: Path) -> None
         time.sleep(0.02)  # the encoder's temp file appears when restoring starts
     time.sleep(0.2)  # well into the streaming loop
     assert proc.poll() is None, "restore finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("rovr: interrupted")
+    assert err.strip().splitlines()[-1].startswith(said)
     assert files_in(out_dir) == []
 
 
@@ -883,6 +963,12 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "afile").write_text("x")
     (d / "notes").mkdir()
     (d / "notes" / "keep.txt").write_text("not a frame")
+    # a folder of the user's own PNGs named like frames (no .rovr-frames marker): never replaced
+    write_masks(d / "pictures", moving_box_masks(2, h, w))
+    io.write_video(
+        d / "m.mp4", np.repeat(moving_box_masks(n, h, w)[..., None], 3, -1).astype(np.uint8) * 255, fps=24
+    )
+    (d / "other.json").write_text('{"an": "unrelated file"}')
     # config.yaml says base_channels=8, local.safetensors was made with 16
     other = make_run(d / "other")
     save_model(RunDir(other).local, LocalNet(LocalNetConfig(base_channels=16, depth=2)), tiny_config(16))
@@ -922,6 +1008,18 @@ BAD = {
     "negative dilation": _std("--dilate", "-2"),
     "negative copy-from": _std("--copy-from", "-1"),
     "range past the end": _std("--start", "8"),
+    "range past the video": _std("--start", "12"),
+    "range reaching past the end": _std("--start", "5", "--frames", "6"),
+    "output is the masks": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/masks"],
+    "output folder of the user's images": _std("-o", "{d}/pictures"),
+    "output inside the run": _std("-o", "{r}/o.mp4"),
+    "report over a mask": _std("--report", "{d}/masks/00001.png"),
+    "report over the masks video": ["restore", "{d}/v.mp4", "--masks", "{d}/m.mp4", "-o", "{o}"]
+    + ["--report", "{d}/m.mp4"],
+    "report in the run folder": _std("--report", "{r}/config.yaml"),
+    "report over another file": _std("--report", "{d}/afile"),
+    "report over another json": _std("--report", "{d}/other.json"),
+    "negative threads": _std("--threads", "-1"),
     "range too short": _std("--frames", "2"),
     "negative start": _std("--start", "-1"),
     "negative copy-reach": _std("--copy-reach", "-1"),
@@ -933,7 +1031,7 @@ BAD = {
 
 
 def bad_args(case: str, inputs: Path, run_dir: Path, out_dir: Path) -> list[str]:
-    args = [a.format(d=inputs, o=out_dir / "o.mp4", od=out_dir) for a in BAD[case]]
+    args = [a.format(d=inputs, o=out_dir / "o.mp4", od=out_dir, r=run_dir) for a in BAD[case]]
     (inputs / "dir.mp4").mkdir(exist_ok=True)
     return args + ([] if "--checkpoint" in args else ["--checkpoint", str(run_dir)]) + ["--no-progress"]
 
@@ -945,13 +1043,15 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     """In process (fast): ``main`` returns 2 after one ``rovr: error:`` line; no file is left or touched."""
     out_dir = tmp_path / "out"
     args = bad_args(case, inputs, run_dir, out_dir)
-    before = files_in(inputs)
+    before = contents(inputs, run_dir)
     assert main(args) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rovr: error:"), err
-    assert files_in(out_dir) == [] and files_in(inputs) == before
-    assert io.probe(inputs / "v.mp4").frames == 10  # the input is untouched
+    assert files_in(out_dir) == []
+    assert (
+        contents(inputs, run_dir) == before
+    )  # every input, mask and file of the run untouched, nothing added
 
 
 @pytest.mark.parametrize("case", ["output not mp4", "range past the end", "unknown policy"])
@@ -971,9 +1071,13 @@ def test_range_error_names_what_was_passed(
     """--start alone past the end: the message quotes --start, not a --frames the user never gave."""
     assert main(bad_args("range past the end", inputs, run_dir, tmp_path / "out")) == 2
     err = capsys.readouterr().err
-    assert "--start 8 is outside" in err and "--frames" not in err, err
+    assert "--start 8 leaves 2 frame(s) of" in err and "--frames" not in err, err
     assert main(bad_args("range too short", inputs, run_dir, tmp_path / "out")) == 2
-    assert "--start 0 --frames 2 is outside" in capsys.readouterr().err
+    assert "--start 0 --frames 2 leaves 2 frame(s) of" in capsys.readouterr().err
+    assert main(bad_args("range past the video", inputs, run_dir, tmp_path / "out")) == 2
+    assert "--start 12 is outside" in capsys.readouterr().err
+    assert main(bad_args("range reaching past the end", inputs, run_dir, tmp_path / "out")) == 2
+    assert "--start 5 --frames 6 reaches past" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["other config", "output is the input", "run without Γ"])

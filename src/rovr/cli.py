@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from rovr import __version__
-from rovr.config import RunConfig, load_config
 from rovr.errors import RovrError
+
+if TYPE_CHECKING:  # the config module imports torch: `rovr --help` and argument errors do without it
+    from rovr.config import RunConfig
 
 log = logging.getLogger("rovr")
 
@@ -27,6 +32,8 @@ def packaged_config(name: str) -> Path:
 
 
 def _config(args: argparse.Namespace, default: str | None = None, extra: Sequence[str] = ()) -> RunConfig:
+    from rovr.config import load_config
+
     path = args.config or (packaged_config(default) if default else None)
     overrides = list(extra) + list(args.overrides)
     if getattr(args, "data", None):
@@ -181,6 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_clips=args.max_clips,
         brute_force=False if args.no_brute_force else None,
         local=args.local,
+        threads=args.threads,
     )
     print(markdown_table1(ev.report["table1"]))
     print()
@@ -226,6 +234,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             start=args.start,
             frames=args.frames,
             boxes=args.box,
+            threads=args.threads,
         )
     finally:
         for bar in bars:
@@ -236,6 +245,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         copied = f"; {100 * res.copied:.0f}% of hole pixels copied at full size"
         if res.unseen == "telea":
             copied += f", {100 * res.inpainted:.0f}% in-painted"
+        if res.gamma >= 0.005:
+            copied += f", {100 * res.gamma:.0f}% Γ's fill"
     print(
         f"restored {res.frames} frames in {res.seconds:.1f} s ({res.frames / max(res.seconds, 1e-9):.1f} frames/s) "
         f"with policy {res.policy}{copied}{sound}: {out}"
@@ -259,8 +270,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its usage block would come first): what was wrong and where
+    the help is. Sub-command parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rovr",
         description="ROVR: Reinforcement Optimized Video Reconstruction — video in-painting with a learned choice of conditioning frames.",
     )
@@ -350,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-clips", type=int, help="evaluate at most this many clips per seed")
     p.add_argument("--no-brute-force", action="store_true", help="skip the (slow) brute-force row")
     p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: the run's `threads`; 0 = all cores, 1 on a busy machine)",
+    )
+    p.add_argument(
         "--local",
         metavar="FILE",
         help="one Γ checkpoint for every row (e.g. local_rovr_flow_warm.safetensors of the run: the "
@@ -376,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         help="output .mp4 (H.264, same size and frame rate as the input, with its sound) or a folder "
-        "(lossless PNG frames 00000.png, ...; a previous frame folder there is replaced)",
+        "(lossless PNG frames 00000.png, ...; a frame folder rovr wrote there before is replaced, any "
+        "other non-empty folder refused)",
     )
     p.add_argument(
         "--checkpoint", default="runs/demo", metavar="RUN", help="trained run folder (default: runs/demo)"
@@ -385,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", help="policy of the run to use, or a baseline (sequential, stride, oracle_best, ...)"
     )
     p.add_argument("--report", help="write which frames conditioned each frame to this JSON file")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU threads for Γ and the copy (default 0: one per core this process may use); 1 on a "
+        "busy or shared machine, where spinning threads can make restore 10x slower",
+    )
     p.add_argument(
         "--dilate", type=int, default=0, help="grow the masks by this many pixels first (default 0)"
     )
@@ -451,9 +485,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler's preemption, a closed terminal), handled as Ctrl-C is: every
+    stage's clean-up runs (temporary files removed, a training stage's resume checkpoint saved)."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+#: What an interruption leaves, by command (the line printed after Ctrl-C, SIGTERM or SIGHUP).
+AFTER_INTERRUPT = {
+    "restore": "the output and report were not written (an earlier output there is as it was)",
+    "evaluate": "no report was written",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -462,12 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RovrError as e:
         print(f"rovr: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "rovr: interrupted; nothing half-written was left (training stages resume when rerun)",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as e:
+        how = f"stopped by {e.args[0]}" if isinstance(e, Stopped) else "interrupted"
+        left = AFTER_INTERRUPT.get(args.command, "training stages resume where they stopped when rerun")
+        print(f"rovr: {how}; nothing half-written was left: {left}", file=sys.stderr)
+        return 143 if isinstance(e, Stopped) and e.args[0] == "SIGTERM" else 130
     except BrokenPipeError:
         os._exit(0)
     except OSError as e:  # a file system refusal (permissions, disk full) the layers above did not name

@@ -839,6 +839,7 @@ def evaluate_run(
     timing: Mapping[str, float] | None = None,
     video_fps: float = 4.0,
     local: str | Path | None = None,
+    threads: int | None = None,
 ) -> EvaluationResult:
     """``rovr evaluate``: Table 1 and Table 2 of a trained run → report.json, report.md, figures, report.html.
 
@@ -849,6 +850,7 @@ def evaluate_run(
     training stages) is merged into the report's timing. A policy with its own Γ (trained alongside it,
     ``local_<policy>.safetensors``) runs with it; ``local`` (a Γ file, relative to the run folder or
     not) puts one Γ under every row and Table 1 instead — the same-Γ control for such a comparison.
+    ``threads`` overrides the config's torch CPU threads (0 = all cores).
     """
     from rovr.config import config_from_dict, read_yaml, to_dict
     from rovr.metrics.flow import build_flow
@@ -873,6 +875,10 @@ def evaluate_run(
     limit = cfg.eval.max_clips if max_clips is None else max_clips
     use_bf = cfg.eval.brute_force if brute_force is None else brute_force
     out = Path(out_dir)
+    if threads is not None:
+        if threads < 0:
+            raise RovrError(f"--threads must be >= 0 (0 = all cores; got {threads})")
+        cfg = dataclasses.replace(cfg, threads=threads)
     device = setup_torch(cfg)
 
     gamma = run.local

@@ -22,8 +22,9 @@ groups, ``tiers``, are ranked within a group, and a later group only gives what 
 did not show: restore offers the chosen and nearest frames first, farther ones after),
 and what no offered frame shows is in-painted from the pixels around it at full resolution
 (OpenCV's fast marching, Telea 2004: on the real clips better than Γ's upsampled fill, which
-``unseen="gamma"`` keeps); a region with no known pixel around it (a frame that is all hole) keeps
-Γ's fill. A frame that, so placed, still differs from the
+``unseen="gamma"`` keeps); a region with no known pixel around it (a frame that is all hole) cannot
+be aligned, so each of its pixels comes unmoved from the first offered frame that shows it (Γ's
+fill where none does). A frame that, so placed, still differs from the
 target on the known ring by a mean squared error over :data:`MAX_ERROR` (it does not match around
 this hole: occlusion, deformation, another object) gives nothing there; the test reads only known
 pixels, so it does not depend on how good Γ's fill is. Regions move independently, so two objects moving
@@ -93,6 +94,7 @@ class FillStats:
     hole: int = 0  # hole pixels
     copied: int = 0  # of them taken from an offered frame
     inpainted: int = 0  # of the rest, filled from around them (``unseen="telea"``); the others keep Γ's fill
+    unaligned: int = 0  # of ``copied``, taken unmoved: their region had no known pixel to align on
 
 
 def _best_offset(image: np.ndarray, template: np.ndarray, weight: np.ndarray) -> tuple[int, int, float]:
@@ -232,7 +234,8 @@ def copy_fill(
     hole pixels, and gives only those. ``unseen``: what becomes of the hole pixels of a region that
     no offered frame shows: "telea" fills them from the pixels around them, known and copied, by
     OpenCV's fast-marching in-painting (Telea 2004, radius :data:`UNSEEN_RADIUS`); "gamma" keeps
-    Γ's fill. A region with no known pixel around it keeps Γ's fill either way.
+    Γ's fill. A region with no known pixel around it takes each pixel unmoved from the first frame
+    of ``refs`` that shows it (``stats.unaligned``), and keeps Γ's fill where none does.
     """
     H, W = mask.shape
     out = target.copy()
@@ -255,7 +258,22 @@ def copy_fill(
         region = labels[y0 : y0 + h, x0 : x0 + w] == c
         hole = mask[y0 : y0 + h, x0 : x0 + w] & region
         ring = region & ~hole
-        if not hole.any() or not ring.any():  # no known pixel around it: no way to check a placement
+        if not hole.any():
+            continue
+        if not ring.any():
+            # no known pixel around it (a frame that is all hole): no placement can be checked, so
+            # each pixel comes unmoved from the first offered frame that shows it (chosen, then
+            # nearest): sharper than Γ's low-resolution fill, and right for a still camera
+            todo = hole.copy()
+            patch = out[y0 : y0 + h, x0 : x0 + w]
+            for j in range(len(refs)):
+                if not todo.any():
+                    break
+                take = todo & _shows(ref_masks[j], y0, x0, h, w)
+                patch[take] = refs[j][y0 : y0 + h, x0 : x0 + w][take]
+                todo &= ~take
+            stats.unaligned += int((hole & ~todo).sum())
+            stats.copied += int((hole & ~todo).sum())
             continue
         weight = np.where(hole, HOLE_WEIGHT, 1.0).astype(np.float32) * region
         template = target[y0 : y0 + h, x0 : x0 + w].astype(np.float32)

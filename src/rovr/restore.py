@@ -25,12 +25,14 @@ has run) is held from its reading until no frame left to write may copy from it,
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +118,8 @@ class RestoreResult:
     copy_reach: int = 0  # how far (frames) the copy looked, after lowering for memory (0 for "gamma")
     unseen: str = "gamma"  # how "copy" filled what no frame showed: "telea" or "gamma"
     inpainted_pixels: int = 0  # hole pixels no frame showed, in-painted at full size (unseen="telea")
+    unaligned_pixels: int = 0  # of copied_pixels, taken unmoved (all-hole frames: nothing to align on)
+    whole_hole_frames: int = 0  # frames written that were entirely hole
 
     @property
     def copied(self) -> float:
@@ -126,6 +130,16 @@ class RestoreResult:
     def inpainted(self) -> float:
         """Fraction of the hole pixels that no frame showed, in-painted at full resolution."""
         return self.inpainted_pixels / self.hole_pixels if self.hole_pixels else 0.0
+
+    @property
+    def unaligned(self) -> float:
+        """Fraction of the hole pixels copied unmoved, in frames with no known pixel to align on."""
+        return self.unaligned_pixels / self.hole_pixels if self.hole_pixels else 0.0
+
+    @property
+    def gamma(self) -> float:
+        """Fraction of the hole pixels that keep Γ's fill (resized from its working size)."""
+        return 1.0 - self.copied - self.inpainted if self.hole_pixels else 0.0
 
 
 @dataclass(frozen=True)
@@ -288,24 +302,59 @@ def frames_out(out: Path) -> bool:
     return out.suffix == "" or (out.is_dir() and out.suffix.lower() != ".mp4")
 
 
-def check_paths(video: Path, out: Path, report: Path | None) -> None:
-    """One-line errors for outputs that are neither .mp4 nor a frame folder, would overwrite an input,
-    or cannot be written."""
+REPORT_KEYS = ("video", "output", "conditioning")  # what marks a JSON file as an earlier restore report
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies (at any depth) inside it."""
+    try:
+        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _is_restore_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in REPORT_KEYS)
+
+
+def check_paths(
+    video: Path, out: Path, report: Path | None, masks: Path | None = None, checkpoint: Path | None = None
+) -> None:
+    """One-line errors for outputs that are neither .mp4 nor a frame folder, would overwrite an input
+    (the video, the masks, the run) or a file that is not an earlier report, or cannot be written."""
     if not frames_out(out) and out.suffix.lower() != ".mp4":
         raise RovrError(
             f"output '{out}' must end in .mp4 (a video) or be a folder (PNG frames); pass -o NAME.mp4 or -o FOLDER"
         )
-    if _same_file(out, video):
-        raise RovrError(f"output '{out}' would overwrite the input video; choose another -o")
+    inputs = [(video, "the input video")]
+    if masks is not None:
+        inputs.append((masks, "the masks"))
+    for path, what in inputs:
+        if _same_file(out, path):
+            raise RovrError(f"output '{out}' would overwrite {what}; choose another -o")
+    if checkpoint is not None and _inside(out, checkpoint):
+        raise RovrError(f"output '{out}' lies inside the run folder '{checkpoint}'; choose another -o")
     if frames_out(out):
         check_frame_folder(out)
         _check_writable(out, "output", "-o", folder=True)
     else:
         _check_writable(out, "output", "-o")
     if report is not None:
-        if _same_file(report, video) or _same_file(report, out):
+        for path, what in [*inputs, (out, "the output")]:
+            if _same_file(report, path) or _inside(report, path):
+                raise RovrError(f"report '{report}' would overwrite {what}; choose another --report")
+        if checkpoint is not None and _inside(report, checkpoint):
             raise RovrError(
-                f"report '{report}' would overwrite the input or the output; choose another --report"
+                f"report '{report}' lies inside the run folder '{checkpoint}'; choose another --report"
+            )
+        if report.is_file() and not _is_restore_report(report):
+            raise RovrError(
+                f"report '{report}' exists and is not an earlier restore report; choose another --report "
+                "(a new file, or the report of an earlier restore to replace)"
             )
         _check_writable(report, "report", "--report")
 
@@ -361,6 +410,7 @@ def restore_video(
     start: int = 0,
     frames: int | None = None,
     boxes: Sequence[str | tuple[int, int, int, int]] = (),
+    threads: int = 0,
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -384,7 +434,8 @@ def restore_video(
     ``start``, ``frames``: restore only frames ``start .. start+frames-1`` (default: to the end) into
     an output of that many frames — a quick look at a long video, or a part of it — with the sound
     of that stretch; the masks still cover the whole video, and frames outside the part are neither
-    decoded nor copied from.
+    decoded nor copied from. ``threads`` > 0 caps the CPU threads of Γ (torch) and of the copy
+    (default: :func:`copy_threads`).
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, out = Path(video), Path(out)
@@ -405,14 +456,20 @@ def restore_video(
         raise RovrError(f"--copy-reach must be >= 0 frames (got {copy_reach})")
     if unseen not in UNSEEN:
         raise RovrError(f"--unseen must be one of {', '.join(UNSEEN)} (got {unseen!r})")
-    check_paths(video, out, report)
+    if threads < 0:
+        raise RovrError(f"--threads must be >= 0 (0 = one per core; got {threads})")
+    check_paths(video, out, report, masks, checkpoint)
     info = probe(video)
     n = info.frames - start if frames is None else frames
     if start < 0 or n < MIN_FRAMES or start + n > info.frames:
         asked = f"--start {start}" + ("" if frames is None else f" --frames {frames}")
+        if start < 0 or start >= info.frames or start + n > info.frames:
+            what = "is outside" if frames is None or start < 0 or start >= info.frames else "reaches past"
+        else:
+            what = f"leaves {max(n, 0)} frame(s) of"
         raise RovrError(
-            f"{asked} is outside '{video}' (frames 0..{info.frames - 1}); restore at "
-            f"least {MIN_FRAMES} frames that lie in the video"
+            f"{asked} {what} '{video}' (frames 0..{info.frames - 1}); restore at least "
+            f"{MIN_FRAMES} frames that lie in the video"
         )
     box = box_mask(rects, info.height, info.width) if rects else None
     mask_iter: Iterator[np.ndarray]
@@ -457,7 +514,9 @@ def restore_video(
         )
     plan = plan_windows(n, length)
     work = working_size(info.height, info.width, cfg.data.size)
-    kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
+    # growing by the frame's longer side already reaches every pixel: a larger value changes nothing
+    grow = min(dilate, max(info.height, info.width))
+    kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8) if grow > 0 else None
     if fill == "copy" and work == (info.height, info.width):
         fill = "gamma"  # Γ already worked at the video's size and saw the chosen frames: nothing to sharpen
         log.info("the video is at Γ's working size: Γ's fill is written as it is")
@@ -512,7 +571,7 @@ def restore_video(
     # frames; held while a later frame may copy from it
     ready: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
     read = written = 0
-    threads = copy_threads()
+    pool_threads = min(threads, copy_threads()) if threads > 0 else copy_threads()
     with (
         (
             FrameWriter(out, info.width, info.height)
@@ -526,7 +585,8 @@ def restore_video(
                 audio_span=None if n == info.frames else (start / info.fps, (start + n) / info.fps),
             )
         ) as writer,
-        ThreadPoolExecutor(threads) as pool,
+        ThreadPoolExecutor(pool_threads) as pool,
+        _torch_threads(threads),
     ):
         for g in range(0, len(plan), batch):
             group = plan[g : g + batch]
@@ -594,12 +654,14 @@ def restore_video(
 
             # frames are filled in parallel (OpenCV releases the GIL) and written in order, a few
             # at a time so that finished frames do not pile up ahead of the encoder
-            step = 2 * threads
+            step = 2 * pool_threads
             done_now = (r for k in range(0, len(now), step) for r in pool.map(finish, now[k : k + step]))
             for (i, _, _), (target, stats) in zip(now, done_now):
                 result.hole_pixels += stats.hole
                 result.copied_pixels += stats.copied
                 result.inpainted_pixels += stats.inpainted
+                result.unaligned_pixels += stats.unaligned
+                result.whole_hole_frames += bool(stats.hole == target.shape[0] * target.shape[1])
                 writer.write(target)
                 if result.choices is not None:
                     result.choices.append([start + c for c in ready[i][2]])
@@ -616,6 +678,17 @@ def restore_video(
             assert len(ready) <= 2 * lag + batch * length
     assert result.frames == n and not full
     result.seconds = time.perf_counter() - started
+    if not result.hole_pixels:
+        log.warning("the masks mark no hole in the frames restored: the output is the input, re-encoded")
+    elif result.whole_hole_frames:
+        log.warning(
+            "%d of %d frames are hole everywhere: nothing in them to align other frames on, so %s",
+            result.whole_hole_frames,
+            result.frames,
+            "their pixels are copied unmoved from the frames nearby that show them"
+            if result.unaligned_pixels
+            else "they keep Γ's low-resolution fill",
+        )
     result.audio = writer.audio
     if report is not None:
         atomic_write_json(
@@ -641,10 +714,25 @@ def restore_video(
                 "copy_reach": result.copy_reach,
                 "unseen": result.unseen,
                 "inpainted": round(result.inpainted, 4),
+                "unaligned": round(result.unaligned, 4),
+                "whole_hole_frames": result.whole_hole_frames,
                 "conditioning": result.choices,
             },
         )
     return result
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` (> 0) inside the block and put back after it; 0 leaves them."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(before)
 
 
 def _shrink(frame: np.ndarray, mask: np.ndarray, work: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

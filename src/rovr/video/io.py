@@ -788,27 +788,41 @@ def write_png(path: PathLike, image: np.ndarray) -> None:
     _atomic_write_bytes(Path(path), buf.tobytes())
 
 
+FRAMES_MARKER = ".rovr-frames"  # written into every frame folder rovr makes: only such a folder is replaced
+_FRAME_NAME = re.compile(r"\d{5}\.png")
+
+
 def check_frame_folder(folder: PathLike) -> None:
-    """Refuse an output frame folder that exists as a file or holds anything but PNG files (writing
-    replaces a previous frame folder whole, so no unrelated file may ever be deleted)."""
+    """Refuse an output frame folder unless it is new, empty, or a frame folder rovr wrote before
+    (its :data:`FRAMES_MARKER` and ``NNNNN.png`` frames, nothing else): writing replaces that folder
+    whole, so a folder of the user's own images (or masks) must never be taken for one."""
     target = Path(folder)
-    if target.exists():
-        if not target.is_dir():
-            raise DataError(f"'{target}' exists and is not a folder; choose another output folder")
-        foreign = [
-            e.name for e in os.scandir(target) if not (e.is_file() and e.name.lower().endswith(".png"))
-        ]
-        if foreign:
-            raise DataError(
-                f"output folder '{target}' holds other files (e.g. '{foreign[0]}'); choose an empty or new folder"
-            )
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise DataError(f"'{target}' exists and is not a folder; choose another output folder")
+    entries = list(os.scandir(target))
+    if not entries:
+        return
+    names = {e.name for e in entries}
+    foreign = [
+        e.name
+        for e in entries
+        if e.name != FRAMES_MARKER and not (e.is_file() and _FRAME_NAME.fullmatch(e.name))
+    ]
+    if foreign or FRAMES_MARKER not in names:
+        what = f"other files (e.g. '{sorted(foreign)[0]}')" if foreign else "images rovr did not write"
+        raise DataError(
+            f"output folder '{target}' holds {what}; choose an empty or new folder (rovr replaces only a "
+            f"frame folder it wrote, marked by {FRAMES_MARKER})"
+        )
 
 
 class FrameWriter(_Writer):
     """Stream frames as ``00000.png, 00001.png, ...`` (lossless) into a folder, like :class:`VideoWriter`.
 
     The frames go to a temporary folder beside ``folder`` that is renamed into place on a successful
-    close, replacing a previous frame folder (:func:`check_frame_folder`); an exception inside the
+    close, replacing a frame folder rovr wrote before (:func:`check_frame_folder`); an exception inside the
     ``with`` block removes the temporary folder and leaves ``folder`` as it was. ``width`` and
     ``height`` default to the first frame's. A frame folder carries no sound (``self.audio`` is None).
     """
@@ -836,7 +850,8 @@ class FrameWriter(_Writer):
 
     def _finish(self) -> None:
         """Move the finished folder to ``path`` (a previous frame folder there is replaced)."""
-        check_frame_folder(self.path)  # still only PNGs: nothing else gets deleted
+        check_frame_folder(self.path)  # still rovr's own frames: nothing else gets deleted
+        (self._tmp / FRAMES_MARKER).write_text("frames written by rovr; a rerun may replace this folder\n")
         old = None
         if self.path.exists():
             old = _temp_beside(self.path, suffix=".old")
@@ -857,8 +872,8 @@ def write_frames(folder: PathLike, frames: np.ndarray | Iterable[np.ndarray]) ->
     """Write frames as ``00000.png, 00001.png, ...`` into ``folder``; returns the number written.
 
     The frames go to a temporary folder beside ``folder`` that is renamed into place when complete.
-    An existing ``folder`` is replaced only if it holds nothing but PNG files (a previous frame
-    folder); otherwise DataError, so no unrelated files are ever deleted (:class:`FrameWriter`).
+    An existing ``folder`` is replaced only if it is empty or a frame folder rovr wrote (marked by
+    :data:`FRAMES_MARKER`); otherwise DataError, so no unrelated files are ever deleted (:class:`FrameWriter`).
     """
     with FrameWriter(folder) as writer:
         for frame in frames:
