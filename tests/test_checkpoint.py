@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from rovr.checkpoint import (
     load_checkpoint,
@@ -55,6 +58,35 @@ def test_truncated_and_missing_files_are_one_line_errors(tmp_path: Path) -> None
     assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_metadata_travels_inside_the_weights_file(tmp_path: Path) -> None:
+    """The weights file holds its metadata, so a process killed between writing it and its .json
+    (or a lost .json) still leaves a consistent checkpoint; the .json is a copy for people."""
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, {"step": 1, "config": {"k": 2}})
+    assert json.loads(path.with_suffix(".json").read_text()) == {"step": 1, "config": {"k": 2}}
+    save_checkpoint(tmp_path / "new.safetensors", {"w": torch.zeros(2)}, {"step": 2})
+    os.replace(tmp_path / "new.safetensors", path)  # killed after the weights, before the .json
+    assert load_checkpoint(path)[1] == {"step": 2}
+    path.with_suffix(".json").unlink()
+    assert load_checkpoint(path)[1] == {"step": 2}
+    # a checkpoint of an earlier version (no header) reads its .json; one that is not an object is refused
+    save_file({"w": torch.ones(2)}, str(tmp_path / "old.safetensors"))
+    (tmp_path / "old.json").write_text('{"step": 3}')
+    assert load_checkpoint(tmp_path / "old.safetensors")[1] == {"step": 3}
+    (tmp_path / "old.json").write_text("null")
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        load_checkpoint(tmp_path / "old.safetensors")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
+def test_an_unreadable_checkpoint_is_not_called_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, {})
+    path.chmod(0)
+    with pytest.raises(CheckpointError, match="check its permissions"):
+        load_checkpoint(path)
 
 
 def test_architecture_mismatch(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from rovr.checkpoint import load_checkpoint, save_checkpoint
 from rovr.conditioning import PolicyChooser
-from rovr.config import PPGConfig, RunConfig, load_config, save_config
+from rovr.config import PPGConfig, RunConfig, load_config, save_config, to_dict
 from rovr.errors import CheckpointError, ConfigError, RovrError
 from rovr.models.local import LocalNet
 from rovr.models.policy import PolicyConfig, build_actor, build_critic, greedy_pair, pair_log_prob
@@ -749,9 +749,8 @@ def test_cli_train_policy_bad_input_is_one_line(tmp_path: Path) -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "rovr pretrain-local" in lines[0] and "Traceback" not in res.stderr
 
-    other = tmp_path / "other"
-    save_config(tiny_config("policy.hidden=16"), prepare_run(tiny_config("policy.hidden=16"), other).config)
-    res = _cli("train-policy", "--out", str(other), "--no-progress", *sets)
+    other = make_run(tmp_path / "other", tiny_config("policy.hidden=16"))
+    res = _cli("train-policy", "--out", str(other.root), "--no-progress", *sets)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "another config" in lines[0] and "policy" in lines[0]
@@ -829,3 +828,101 @@ def test_tried_pairs_and_swapped_flow_recovery_match_recomputation(tmp_path: Pat
             want = flow_recovery_batch(f_hat, f_bar, f_orig).float()
             torch.testing.assert_close(swapped[:, t, j], want, atol=1e-5, rtol=1e-5)
     ep.step_index = n
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+
+def _checkpoints(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.glob("*.safetensors"))} | {
+        "config.yaml": (root / "config.yaml").read_bytes()
+    }
+
+
+def test_a_trained_run_is_never_changed_behind_its_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rovr train` with other settings would skip stages trained otherwise (and rewrite config.yaml
+    to say what they were not trained with): refused. A stage run alone would replace its finished
+    checkpoint: refused without --restart. The same settings (a time budget aside) go on."""
+    from rovr.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    out = tmp_path / "run"
+    train = ["train", "--out", str(out), "--no-progress", *sets]
+    assert main(train) == 0
+    before = _checkpoints(out)
+    capsys.readouterr()
+
+    def refused(args: list[str], *needles: str) -> None:
+        assert main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and all(n in lines[0] for n in needles), lines
+        assert _checkpoints(out) == before
+
+    refused([*train, "--set", "seed=7"], "trained with other settings", "seed: 0 → 7")
+    refused([*train, "--set", f"data.source={tmp_path}"], "data.source")
+    refused(["pretrain-local", "--out", str(out), "--no-progress", *sets], "already done", "--restart")
+    refused(["imitate", "--out", str(out), "--no-progress", *sets], "already done", "--restart")
+    assert main([*train, "--set", "pretrain.max_minutes=9"]) == 0  # a budget is not a setting
+    assert {k: v for k, v in _checkpoints(out).items() if k != "config.yaml"} == {
+        k: v for k, v in before.items() if k != "config.yaml"
+    }
+    # --restart retrains the stage, and says that the policies were trained on the previous Γ
+    assert (
+        main(
+            [
+                "pretrain-local",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--restart",
+                *sets,
+                "--set",
+                "pretrain.steps=6",
+            ]
+        )
+        == 0
+    )
+    assert (out / "local.safetensors").read_bytes() != before["local.safetensors"]
+    assert load_checkpoint(out / "local.safetensors")[1]["step"] == 6
+
+
+def test_a_refused_command_leaves_no_config_that_locks_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's way to try a policy config on a trained Γ (its local.* copied into a new folder):
+    a refused `rovr imitate` leaves no config.yaml behind, and a config.yaml without checkpoints
+    binds nothing, so the right command then works."""
+    from rovr.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    cfg = tiny_config()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    save_model(RunDir(fresh).local, LocalNet(cfg.local, cfg.k), cfg, stage="pretrain-local")
+    assert (
+        main(["imitate", "--out", str(fresh), "--no-progress", *sets, "--set", "local.base_channels=12"]) == 2
+    )
+    assert "another config" in capsys.readouterr().err and not (fresh / "config.yaml").exists()
+    save_config(tiny_config("local.base_channels=12"), RunDir(fresh).config)  # as an older version left it
+    (fresh / "local.safetensors").rename(tmp_path / "gamma.safetensors")
+    assert main(["imitate", "--out", str(fresh), "--no-progress", *sets]) == 2  # no Γ: says what to run
+    (tmp_path / "gamma.safetensors").rename(fresh / "local.safetensors")
+    assert main(["imitate", "--out", str(fresh), "--no-progress", *sets]) == 0
+    assert RunDir(fresh).policy("imitation").is_file()
+
+
+def test_an_interrupted_stage_resumes_only_with_its_settings(tmp_path: Path) -> None:
+    """A resume checkpoint of other settings is refused (rovr train would finish it on other data or
+    seeds); a lowered learning rate, the way to go on after a divergence, is allowed."""
+    from rovr.pipeline import check_stage_state
+
+    cfg = tiny_config()
+    run = make_run(tmp_path / "run", cfg)
+    trainer_cfg = tiny_config("ppg.lr=1e-3")
+    save_checkpoint(run.resume("rovr_flow_warm"), {"w": torch.ones(1)}, {"config": to_dict(cfg)})
+    assert check_stage_state(trainer_cfg, run, "train-policy", restart=False, alone=False)
+    with pytest.raises(ConfigError, match="interrupted train-policy with other settings .*ppg.iterations"):
+        check_stage_state(tiny_config("ppg.iterations=4"), run, "train-policy", restart=False, alone=False)
+    assert check_stage_state(tiny_config("ppg.iterations=4"), run, "train-policy", restart=True, alone=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rovr.errors import CheckpointError
@@ -22,9 +22,10 @@ def _atomic_replace(path: Path, write: Any) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; results are meant to be shared
     try:
         write(Path(tmp))
+        # mkstemp makes owner-only files (and a writer may make its own): results are meant to be shared
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,8 +41,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+#: The key of the safetensors header that holds a checkpoint's metadata (JSON).
+META_KEY = "rovr"
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Save ``tensors`` as ``path`` (.safetensors) and ``meta`` as ``path`` with .json, atomically.
+    """Save ``tensors`` as ``path`` (.safetensors), atomically, with ``meta`` in its header (one file:
+    weights and metadata can never disagree, whenever the process is killed), and ``meta`` again as
+    ``path`` with .json, for people and tools to read.
 
     Non-finite weights are refused, so a diverged model never replaces a good checkpoint.
     """
@@ -52,31 +59,56 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
                 f"refusing to save '{path}': tensor '{name}' holds NaN/inf (training diverged)"
             )
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_replace(path, lambda p: save_file(flat, str(p)))
+    header = {META_KEY: json.dumps(meta)}
+    _atomic_replace(path, lambda p: save_file(flat, str(p), metadata=header))
     atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of checkpoint ``path`` without loading its tensors (one-line errors)."""
+    return _load(Path(path), tensors=False)[1]
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load (tensors, meta) saved by :func:`save_checkpoint`, with one-line errors."""
-    path = Path(path)
+    return _load(Path(path), tensors=True)
+
+
+def _load(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     meta_path = path.with_suffix(".json")
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint '{path}' does not exist; train that stage first or pass another path"
         )
     try:
-        tensors = load_file(str(path))
+        weights = load_file(str(path)) if tensors else {}
+        with safe_open(str(path), "pt") as f:
+            header = (f.metadata() or {}).get(META_KEY)
+    except PermissionError as e:
+        raise CheckpointError(
+            f"cannot read checkpoint '{path}' ({e.strerror}); check its permissions"
+        ) from None
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint '{path}' is corrupt or truncated ({e}); delete it and re-run the stage"
         ) from None
+    source = path if header is not None else meta_path  # where the metadata is read from
     try:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if header is not None:  # written with the weights, in one file
+            meta = json.loads(header)
+        else:  # checkpoints of earlier versions: the .json beside them
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(
-            f"checkpoint metadata '{meta_path}' is corrupt; delete the checkpoint and re-run"
+            f"checkpoint metadata of '{source}' is corrupt; delete the checkpoint and re-run"
         ) from None
-    return tensors, meta
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{meta_path}' ({e.strerror}); check its permissions") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint metadata of '{source}' is not a JSON object; delete the checkpoint and re-run"
+        )
+    return weights, meta
 
 
 def load_state(

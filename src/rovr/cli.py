@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -70,8 +73,8 @@ def _out(args: argparse.Namespace, cfg: RunConfig) -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from rovr.evaluate import check_evaluation_data, evaluate_run, markdown_table1, markdown_table2
-    from rovr.pipeline import train_all
-    from rovr.train.common import prepare_run
+    from rovr.pipeline import plan_training, train_all
+    from rovr.train.common import check_writable, prepare_run
 
     extra = QUICK if args.quick else []
     cfg = _config(args, "demo", extra)
@@ -82,8 +85,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     eval_dirs = [Path(d) for d in args.eval_data] or (
         [DEFAULT_EVAL_DATA] if DEFAULT_EVAL_DATA.is_dir() and not args.no_eval_data else []
     )
+    check_writable(out, "run folder", "--out", folder=True)
     for folder in eval_dirs:  # refused now, not after the training and the first evaluation
-        check_evaluation_data(cfg, folder)
+        check_evaluation_data(cfg, folder, args.eval_seeds)
+    plan_training(
+        cfg, out, args.restart, say=False
+    )  # other settings' run folder: refused before it is touched
     prepare_run(cfg, out)
     _print_oracle_stats(cfg, out)
     res = train_all(cfg, out, progress=not args.no_progress, restart=args.restart)
@@ -165,11 +172,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        from rovr.pipeline import run_stage
-        from rovr.train.common import prepare_run
+        from rovr.pipeline import check_stage_state, discard_resume, run_stage
+        from rovr.train.common import RunDir, check_run_architecture, prepare_run
 
         cfg = _config(args, "demo")
-        run = prepare_run(cfg, _out(args, cfg), stage)
+        out = _out(args, cfg)
+        check_run_architecture(cfg, out)
+        check_stage_state(cfg, RunDir(out), stage, args.restart, alone=True)
+        run = prepare_run(cfg, out, stage)
+        if args.restart:
+            discard_resume(cfg, run, stage)
+            later = sorted(p.name for p in run.root.glob("policy_*.safetensors"))
+            if stage == "pretrain-local" and later:
+                log.warning(
+                    "the policies in %s (%s) were trained with the previous Γ; retrain them with "
+                    "`rovr imitate --restart` and `rovr train-policy --restart`",
+                    run.root,
+                    ", ".join(later),
+                )
         path = run_stage(cfg, run, stage, progress=not args.no_progress)
         print(f"{stage}: saved {path}")
         return 0
@@ -353,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(stage, help, _stage(stage))
         _add_config_args(p)
         p.add_argument("--out", help="run folder (default: runs/<name>)")
+        p.add_argument(
+            "--restart",
+            action="store_true",
+            help="train the stage again from scratch, replacing its checkpoint (default: a finished "
+            "stage is refused, an interrupted one resumed)",
+        )
 
     p = add(
         "evaluate",
@@ -504,8 +530,18 @@ AFTER_INTERRUPT = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stop)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals are set there only
+    before = (
+        {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
+    )
+    try:
+        return _run(args)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -522,9 +558,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os._exit(0)
     except OSError as e:  # a file system refusal (permissions, disk full) the layers above did not name
-        where = f" '{e.filename}'" if e.filename else ""
-        print(f"rovr: error: {e.strerror or e}{where}; check the path and its permissions", file=sys.stderr)
+        where = f" writing '{_user_path(e.filename)}'" if e.filename else ""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "free some space or write elsewhere"
+        else:
+            what = "check the path and its permissions"
+        print(f"rovr: error: {e.strerror or e}{where}; {what}", file=sys.stderr)
         return 2
+
+
+#: The hidden temporary names files are written under before being renamed into place.
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?:[0-9a-f]{12}\.(?:part|tmpdir|old)|[A-Za-z0-9_]{8}\.tmp)")
+
+
+def _user_path(filename: object) -> str:
+    """The file a user asked for, for a temporary file written beside it (``.NAME.<hex>.part`` -> NAME)."""
+    path = Path(str(filename))
+    m = _TEMP_NAME.fullmatch(path.name)
+    return str(path.with_name(m["name"])) if m else str(path)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ this module composes them. Each field carries a one-line description in its
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class DataConfig:
     seed: int = _f(0, "seed of the synthetic videos and of the split")
 
     def __post_init__(self) -> None:
+        check(self.source.strip() != "", "data.source", "is empty; pass 'synthetic' or a folder of videos")
+        if self.source != "synthetic":  # stored resolved: the run folder is read from anywhere later
+            self.source = str(Path(self.source).expanduser().resolve())
+        check(self.seed >= 0, "data.seed", f"must be >= 0 (got {self.seed})")
         check(self.frames >= 3, "data.frames", f"must be at least 3 (got {self.frames})")
         check(self.frames <= 4096, "data.frames", f"is absurdly large (got {self.frames})")
         check(16 <= self.size <= 4096, "data.size", f"must be between 16 and 4096 (got {self.size})")
@@ -160,7 +165,9 @@ class ImitationConfig:
 
     def __post_init__(self) -> None:
         check(self.steps >= 0, "imitation.steps", "must be >= 0")
+        check(self.batch_size >= 1, "imitation.batch_size", f"must be >= 1 (got {self.batch_size})")
         check(self.lr > 0, "imitation.lr", "must be > 0")
+        check(self.max_minutes >= 0, "imitation.max_minutes", f"must be >= 0 (got {self.max_minutes})")
         check(self.soft >= 0, "imitation.soft", f"must be >= 0 (got {self.soft})")
 
 
@@ -228,6 +235,13 @@ class PPGConfig:
         check(self.iterations >= 1, "ppg.iterations", "must be >= 1")
         check(self.episodes_per_iter >= 1, "ppg.episodes_per_iter", "must be >= 1")
         check(self.n_pi >= 1, "ppg.n_pi", "must be >= 1")
+        for key in ("e_pi", "e_v", "e_aux"):
+            check(getattr(self, key) >= 0, f"ppg.{key}", f"must be >= 0 (got {getattr(self, key)})")
+        check(self.minibatch >= 1, "ppg.minibatch", f"must be >= 1 (got {self.minibatch})")
+        check(self.max_minutes >= 0, "ppg.max_minutes", f"must be >= 0 (got {self.max_minutes})")
+        for key in ("ent_coef", "beta_clone", "flow_weight"):
+            check(getattr(self, key) >= 0, f"ppg.{key}", f"must be >= 0 (got {getattr(self, key)})")
+        check(self.reward_scale > 0, "ppg.reward_scale", f"must be > 0 (got {self.reward_scale})")
         check(self.group >= 1, "ppg.group", "must be >= 1")
         check(
             self.group == 1 or self.credit == "causal",
@@ -278,8 +292,10 @@ class RunConfig:
     eval: EvalConfig = _f(EvalConfig(), "evaluation")
 
     def __post_init__(self) -> None:
+        check(self.seed >= 0, "seed", f"must be >= 0 (got {self.seed})")
+        check(self.threads >= 0, "threads", f"must be >= 0 (0 = all cores; got {self.threads})")
         check(
-            self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
+            self.device in ("cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
             "device",
             f"must be 'cpu' or 'cuda' (got '{self.device}')",
         )
@@ -324,6 +340,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config value '{key}' must be a number (got {value!r})")
+        if not math.isfinite(value):
+            raise ConfigError(f"config value '{key}' must be a finite number (got {value!r})")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):

@@ -792,16 +792,23 @@ def _check_exists(data: str | Path) -> None:
         raise DataError(f"--data '{data}' does not exist; pass a folder of videos or frame folders")
 
 
-def check_evaluation_data(cfg: RunConfig, data: str | Path | None) -> None:
-    """Refuse in one line (DataError), without reading any video, an evaluation folder that
-    :func:`evaluation_clips` would refuse: missing, a file, or without videos. Commands that evaluate
-    after training (``rovr demo --eval-data``, ``rovr reproduce --eval-data``) check it first."""
+def check_evaluation_data(cfg: RunConfig, data: str | Path | None, seeds: int = 1) -> None:
+    """Refuse in one line what an evaluation after training would refuse: fewer than one seed, or a
+    folder that is missing, a file, without videos, with a video that cannot be read, or without a
+    clip of ``data.frames`` frames (the first seed's clips are cut and corrupted: seconds). Commands
+    that evaluate after training (``rovr demo --eval-data``, ``rovr reproduce --eval-data``) check
+    it first."""
     from rovr.data.sources import scan_folder
 
+    if seeds < 1:
+        raise RovrError(f"an evaluation needs at least one corruption seed (got {seeds})")
     if data is None or _same_source(str(data), cfg.data.source):
         return
     _check_exists(data)
     scan_folder(Path(data).expanduser(), quiet=True)
+    clips, source = evaluation_clips(cfg, data, 0, cfg.eval.max_clips)
+    if not clips:
+        raise DataError(f"no clips of {cfg.data.frames} frames in {source}; use longer videos")
 
 
 def load_policies(
@@ -871,8 +878,17 @@ def evaluate_run(
         if not run.config.is_file():
             raise RovrError(f"run folder '{run.root}' has no config.yaml; it was not made by `rovr train`")
         cfg = config_from_dict(read_yaml(run.config))
+        if cfg.device != "cpu" and not torch.cuda.is_available():
+            log.info(
+                "run '%s' was configured for %s; no GPU here, evaluating on the CPU", run.root, cfg.device
+            )
+            cfg.device = "cpu"
     n_seeds = cfg.eval.seeds if seeds is None else seeds
     limit = cfg.eval.max_clips if max_clips is None else max_clips
+    if n_seeds < 1 or limit < 0:
+        raise RovrError(
+            f"an evaluation needs --seeds >= 1 and --max-clips >= 0 (0 = all; got {n_seeds} and {limit})"
+        )
     use_bf = cfg.eval.brute_force if brute_force is None else brute_force
     out = Path(out_dir)
     if threads is not None:

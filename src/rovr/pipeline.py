@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rovr.config import RunConfig
-from rovr.errors import CheckpointError
+from rovr.errors import CheckpointError, ConfigError
 from rovr.train.common import RunDir, prepare_run
 
 log = logging.getLogger(__name__)
@@ -25,27 +25,142 @@ class TrainResult:
     timing: dict[str, float]
 
 
-def stage_done(cfg: RunConfig, run: RunDir, stage: str) -> bool:
-    """Whether a stage's final checkpoint exists (then ``rovr train`` skips it)."""
+#: What a stage's checkpoint depends on (fields and sections of the config): a finished stage is
+#: kept, and an interrupted one resumed, only for a config that agrees on them.
+STAGE_KEYS = {
+    "pretrain-local": ("seed", "k", "data", "corruption", "metric", "local", "pretrain"),
+    "imitate": ("seed", "k", "data", "corruption", "policy", "imitation"),
+    "train-policy": ("seed", "k", "data", "corruption", "metric", "policy", "ppg"),
+}
+#: Settings that change how long a stage runs or how often it saves, not what it learns.
+FREE_KEYS = frozenset(
+    {"pretrain.max_minutes", "pretrain.checkpoint_every", "imitation.max_minutes", "ppg.max_minutes"}
+)
+#: Also free when resuming: the learning rate (lowered to go on after a divergence).
+RESUME_FREE_KEYS = FREE_KEYS | {"pretrain.lr", "imitation.lr", "ppg.lr"}
+
+
+def stage_checkpoint(cfg: RunConfig, run: RunDir, stage: str) -> Path:
+    """The final checkpoint a stage writes."""
     from rovr.train.ppg import policy_name
 
-    path = {
+    return {
         "pretrain-local": run.local,
         "imitate": run.policy("imitation"),
         "train-policy": run.policy(policy_name(cfg)),
     }[stage]
-    return path.is_file()
+
+
+def stage_resume(cfg: RunConfig, run: RunDir, stage: str) -> Path | None:
+    """The in-progress checkpoint of a stage (None: imitation is short and does not save one)."""
+    from rovr.train.ppg import policy_name
+
+    return {
+        "pretrain-local": run.resume("local"),
+        "imitate": None,
+        "train-policy": run.resume(policy_name(cfg)),
+    }[stage]
+
+
+def stage_done(cfg: RunConfig, run: RunDir, stage: str) -> bool:
+    """Whether a stage's final checkpoint exists (then ``rovr train`` skips it)."""
+    return stage_checkpoint(cfg, run, stage).is_file()
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}.{key}").items()}
+
+
+def config_differences(cfg: RunConfig, path: Path, stage: str, resume: bool = False) -> list[str]:
+    """The settings of ``stage`` (:data:`STAGE_KEYS`) in which ``cfg`` differs from the config checkpoint
+    ``path`` was trained with, as ``key: checkpoint's value → this one`` (folders compared resolved)."""
+    from rovr.checkpoint import load_checkpoint
+    from rovr.config import config_from_dict, to_dict
+
+    saved = load_checkpoint(path)[1].get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint '{path}' has no config metadata; it was not written by rovr")
+    try:  # fields added since the checkpoint was written take their defaults
+        saved = to_dict(config_from_dict(saved))
+    except ConfigError:
+        pass
+    mine = to_dict(cfg)
+    free = RESUME_FREE_KEYS if resume else FREE_KEYS
+    out = []
+    for top in STAGE_KEYS[stage]:
+        theirs, ours = _flat(saved.get(top), top), _flat(mine.get(top), top)
+        for key in sorted(set(theirs) | set(ours)):
+            a, b = theirs.get(key), ours.get(key)
+            if (
+                key == "data.source"
+                and isinstance(a, str)
+                and isinstance(b, str)
+                and "synthetic" not in (a, b)
+            ):
+                a, b = str(Path(a).expanduser().resolve()), str(Path(b).expanduser().resolve())
+            if key not in free and a != b:
+                out.append(f"{key}: {theirs.get(key)!r} → {ours.get(key)!r}")
+    return out
+
+
+def check_stage_state(cfg: RunConfig, run: RunDir, stage: str, restart: bool, alone: bool) -> bool:
+    """Whether ``stage`` is to run in ``run`` (False: it is finished and ``rovr train`` skips it), or a
+    one-line refusal, before anything is written: a finished stage run ``alone`` (``rovr
+    pretrain-local`` etc.) would be replaced, or ``rovr train`` would skip one trained with other
+    settings, or resume an interrupted one of other settings — unless ``restart``."""
+    done = stage_checkpoint(cfg, run, stage)
+    if done.is_file() and not restart:
+        if alone:
+            raise CheckpointError(
+                f"{stage} is already done in '{run.root}' ({done.name}); pass --restart to train it again "
+                "(replacing it), or choose another --out"
+            )
+        diffs = config_differences(cfg, done, stage)
+        if diffs:
+            raise ConfigError(
+                f"'{done}' was trained with other settings ({'; '.join(diffs[:4])}); rerun with its settings "
+                "to go on, pass --restart to retrain every stage, or choose another --out"
+            )
+        return False
+    resume = stage_resume(cfg, run, stage)
+    if resume is not None and resume.is_file() and not restart:
+        diffs = config_differences(cfg, resume, stage, resume=True)
+        if diffs:
+            raise ConfigError(
+                f"an interrupted {stage} with other settings ({'; '.join(diffs[:4])}) is in '{resume}'; "
+                "rerun the command that started it to resume it, pass --restart to start over, or "
+                "choose another --out"
+            )
+    return True
+
+
+def discard_resume(cfg: RunConfig, run: RunDir, stage: str) -> None:
+    """Delete a stage's in-progress checkpoint (``--restart``: the stage starts over)."""
+    resume = stage_resume(cfg, run, stage)
+    if resume is not None:
+        resume.unlink(missing_ok=True)
+        resume.with_suffix(".json").unlink(missing_ok=True)
 
 
 def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
-    """Refuse, in one line, a stage whose earlier stages' checkpoints are not in ``run`` — before
-    ``rovr imitate`` / ``rovr train-policy`` write anything there."""
-    if stage in ("imitate", "train-policy") and not run.local.is_file():
-        raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
-    if stage == "train-policy" and cfg.ppg.warm_start and not run.policy("imitation").is_file():
-        raise CheckpointError(
-            f"'{run.policy('imitation')}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
-        )
+    """Refuse, in one line, a stage whose earlier stages' checkpoints are not in ``run``, or were made
+    for another architecture — before ``rovr imitate`` / ``rovr train-policy`` write anything there."""
+    from rovr.checkpoint import load_checkpoint
+    from rovr.train.common import ARCH_KEYS, LOCAL_ARCH_KEYS, check_same_architecture
+
+    if stage in ("imitate", "train-policy"):
+        if not run.local.is_file():
+            raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
+        check_same_architecture(cfg, load_checkpoint(run.local)[1], run.local, LOCAL_ARCH_KEYS)
+    if stage == "train-policy" and cfg.ppg.warm_start:
+        start = run.policy("imitation")
+        if not start.is_file():
+            raise CheckpointError(
+                f"'{start}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
+            )
+        check_same_architecture(cfg, load_checkpoint(start)[1], start, ARCH_KEYS)
 
 
 def run_stage(cfg: RunConfig, run: RunDir, stage: str, progress: bool = True) -> Path:
@@ -74,20 +189,38 @@ def train_all(
 
     ``policies`` are extra PPG configs (ablations) trained on the same Γ and imitation policy.
     """
+    todo = plan_training(cfg, out, restart, policies)
     run = prepare_run(cfg, out)
     timing: dict[str, float] = {}
+    for stage, c in todo:
+        if restart:
+            discard_resume(c, run, stage)
+        t0 = time.time()
+        run_stage(c, run, stage, progress)
+        key = stage if stage != "train-policy" else f"train-policy:{_name(c)}"
+        timing[key] = time.time() - t0
+    return TrainResult(run, timing)
+
+
+def plan_training(
+    cfg: RunConfig, out: Path, restart: bool = False, policies: Sequence[RunConfig] = (), say: bool = True
+) -> list[tuple[str, RunConfig]]:
+    """The (stage, config) pairs ``rovr train`` runs in ``out``, every stage checked
+    (:func:`check_stage_state`) before the run folder is touched; finished ones are logged (``say``)
+    as skipped."""
+    from rovr.train.common import check_run_architecture
+
+    check_run_architecture(cfg, out)  # another architecture's folder is named as such first
+    todo = []
     for stage in STAGES:
         for c in [cfg, *policies] if stage == "train-policy" else [cfg]:
-            if not restart and stage_done(c, run, stage):
-                log.info("%s: already done in %s, skipping (use --restart to redo)", stage, run.root)
-                continue
             if stage == "imitate" and not (c.ppg.warm_start or any(p.ppg.warm_start for p in policies)):
                 continue
-            t0 = time.time()
-            run_stage(c, run, stage, progress)
-            key = stage if stage != "train-policy" else f"train-policy:{_name(c)}"
-            timing[key] = time.time() - t0
-    return TrainResult(run, timing)
+            if check_stage_state(c, RunDir(out), stage, restart, alone=False):
+                todo.append((stage, c))
+            elif say:
+                log.info("%s: already done in %s, skipping (use --restart to redo)", stage, out)
+    return todo
 
 
 def _name(cfg: RunConfig) -> str:
@@ -116,6 +249,8 @@ def reproduce_table2(
     """
     from rovr.evaluate import check_evaluation_data, combine_seed_reports, evaluate_run
 
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 training seed (got {seeds})")
     check_evaluation_data(cfg, data)  # refused now, not after the first seed's training
     reports = []
     for s in range(seeds):

@@ -48,7 +48,7 @@ from rovr.errors import CheckpointError, DataError, RovrError
 from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
-from rovr.train.common import RunDir, load_local, load_policy
+from rovr.train.common import RunDir, check_writable, load_local, load_policy
 from rovr.video.io import (
     MIN_FRAMES,
     FrameWriter,
@@ -283,20 +283,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_writable(path: Path, what: str, flag: str, folder: bool = False) -> None:
-    """Refuse, before any work, an output path that cannot be written (missing parents are created
-    later); ``folder``: the output is a folder, written beside itself and renamed into place."""
-    if path.is_dir() and not folder:
-        raise RovrError(f"{what} '{path}' is a folder; pass a file name with {flag}")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise RovrError(f"cannot create {what} '{path}': '{parent}' is not a folder; choose another {flag}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RovrError(f"cannot write {what} '{path}': no permission in '{parent}'; choose another {flag}")
-
-
 def frames_out(out: Path) -> bool:
     """True when ``out`` names a folder of PNG frames: no suffix, or an existing folder not named .mp4."""
     return out.suffix == "" or (out.is_dir() and out.suffix.lower() != ".mp4")
@@ -340,9 +326,9 @@ def check_paths(
         raise RovrError(f"output '{out}' lies inside the run folder '{checkpoint}'; choose another -o")
     if frames_out(out):
         check_frame_folder(out)
-        _check_writable(out, "output", "-o", folder=True)
+        check_writable(out, "output", "-o", folder=True)
     else:
-        _check_writable(out, "output", "-o")
+        check_writable(out, "output", "-o")
     if report is not None:
         for path, what in [*inputs, (out, "the output")]:
             if _same_file(report, path) or _inside(report, path):
@@ -356,7 +342,7 @@ def check_paths(
                 f"report '{report}' exists and is not an earlier restore report; choose another --report "
                 "(a new file, or the report of an earlier restore to replace)"
             )
-        _check_writable(report, "report", "--report")
+        check_writable(report, "report", "--report")
 
 
 # ----------------------------------------------------------------------------- restoring

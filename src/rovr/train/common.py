@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -99,23 +100,36 @@ def check_same_architecture(
         )
 
 
-def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
-    """Create the run folder and save the resolved config; a folder of another architecture, a bad
-    data folder, or (with ``stage``) a stage whose earlier stages' checkpoints are missing is refused
-    first, in one line, with nothing written."""
-    run = RunDir(Path(root))
-    if run.config.is_file():
-        from rovr.config import read_yaml
+def check_run_architecture(cfg: RunConfig, root: Path) -> None:
+    """Refuse (one line) a run folder holding a checkpoint made for another architecture: the
+    model-shaping keys of the config saved in it (Γ's: ``k`` and ``local``; a policy's and PPG's
+    resume: :data:`ARCH_KEYS`). config.yaml is only a record here: it binds nothing."""
+    from rovr.checkpoint import read_meta
 
-        try:
-            old = to_dict(config_from_dict(read_yaml(run.config)))
+    mine = to_dict(cfg)
+    for path in sorted(Path(root).glob("*.safetensors")):
+        keys = LOCAL_ARCH_KEYS if path.name.startswith(("local", "resume_local")) else ARCH_KEYS
+        saved = read_meta(path).get("config")
+        if not isinstance(saved, dict):
+            continue  # not a rovr checkpoint: loading it, if ever, says so
+        try:  # fields added since the checkpoint was written take their defaults
+            saved = to_dict(config_from_dict(saved))
         except ConfigError:
-            old = read_yaml(run.config)
-        if _arch(old) != _arch(to_dict(cfg)):
+            pass
+        diff = [k for k in keys if _arch(saved, keys)[k] != _arch(mine, keys)[k]]
+        if diff:
             raise ConfigError(
-                f"run folder '{root}' holds a run of another config (differs in {', '.join(k for k in ARCH_KEYS if _arch(old)[k] != _arch(to_dict(cfg))[k])}); "
-                "choose another --out or delete it"
+                f"run folder '{root}' holds checkpoints of another config ({path.name} differs in "
+                f"{', '.join(diff)}); choose another --out or delete it"
             )
+
+
+def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
+    """Create the run folder and save the resolved config; a folder holding checkpoints of another
+    architecture, a bad data folder, or (with ``stage``) a stage whose earlier stages' checkpoints are
+    missing or of another architecture is refused first, in one line, with nothing written."""
+    run = RunDir(Path(root))
+    check_run_architecture(cfg, run.root)
     check_source(cfg.data)  # a bad --data is refused before the run folder is made
     if stage is not None:
         from rovr.pipeline import check_stage_inputs
@@ -129,6 +143,22 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
             f"cannot write to run folder '{root}' ({e.strerror}); choose a writable --out"
         ) from None
     return run
+
+
+def check_writable(path: Path, what: str, flag: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written (missing parents are created
+    later); ``folder``: the output is a folder (an existing one, or one made in its parent)."""
+    if path.is_dir() and not folder:
+        raise RovrError(f"{what} '{path}' is a folder; pass a file name with {flag}")
+    if folder and path.exists() and not path.is_dir():
+        raise RovrError(f"{what} '{path}' is a file; choose a folder with {flag}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RovrError(f"cannot create {what} '{path}': '{parent}' is not a folder; choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RovrError(f"cannot write {what} '{path}': no permission in '{parent}'; choose another {flag}")
 
 
 def make_folder(path: Path, what: str, flag: str) -> Path:
