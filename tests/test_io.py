@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def _dominant_hz(x: np.ndarray, rate: int) -> float:
         ("aac", "mp4", 44100, "aac copied"),
         ("libopus", "matroska", 48000, "opus copied"),
         ("pcm_s16le", "mov", 22050, "pcm_s16le re-encoded as AAC"),  # PCM plays badly from mp4
+        ("pcm_s16le", "matroska", 48000, "pcm_s16le re-encoded as AAC"),  # its layout has no order
     ],
 )
 def test_writer_carries_the_sound_of_a_video(
@@ -519,3 +521,31 @@ def test_overwritten_file_is_reprobed(tmp_path: Path) -> None:
 def test_natural_key_orders_numbers_by_value() -> None:
     names = ["f10.png", "F2.png", "f1.png", "f²x.png", "f٣.png"]  # non-ASCII digits sort as text
     assert sorted(names, key=io.natural_key)[:3] == ["f1.png", "F2.png", "f10.png"]
+
+
+def _flag_rotation(path: Path) -> None:
+    """Give the (first) track of an mp4 the display matrix of a phone held upright: 90° clockwise."""
+    data = bytearray(path.read_bytes())
+    i = data.index(b"tkhd")
+    matrix = i + 8 + (32 if data[i + 4] == 1 else 20) + 16  # after the times, ids, layer and volume
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+
+
+def test_a_rotation_flag_is_applied_as_players_do(tmp_path: Path) -> None:
+    """Portrait phone video is stored landscape with a rotation flag: frames are read upright (as
+    players and OpenCV show them), so masks drawn on what one sees fit, and outputs play upright."""
+    frames = np.zeros((3, 16, 24, 3), np.uint8)
+    frames[:, :4, :6] = 255  # a mark in the stored top-left corner
+    path = tmp_path / "phone.mp4"
+    io.write_video(path, frames, fps=10)
+    _flag_rotation(path)
+    with av.open(str(path)) as c:
+        assert next(c.decode(video=0)).rotation == -90
+    info = io.probe(path)
+    assert (info.width, info.height) == (16, 24)
+    upright = io.read_video(path)
+    assert upright.shape == (3, 24, 16, 3)
+    lit = upright[0, :, :, 0] > 128
+    assert lit[:6, 12:].all() and lit.sum() == 24  # turned clockwise: now the top-right corner
+    assert np.array_equal(next(io.iter_frames(path, start=1)), upright[1])

@@ -797,6 +797,23 @@ def test_a_dilation_past_the_frame_is_the_whole_frame(run_dir: Path, tmp_path: P
     assert res.unaligned_pixels == res.hole_pixels  # all of it from the frames without holes
 
 
+def test_copy_from_is_capped_by_the_video_and_by_memory(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--copy-from 1000000 holds no more frames than the video has, nor (beyond the default 6) more than REACH_BYTES allows."""
+    n, h, w = 12, 24, 32
+    io.write_video(tmp_path / "in.mp4", indexed_video(n, h, w), fps=24)
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    report = tmp_path / "r.json"
+    restore_video(tmp_path / "in.mp4", masks, tmp_path / "o.mp4", run_dir, copy_from=10**6, report=report)
+    assert json.loads(report.read_text())["copy_from"] == n - 1
+    monkeypatch.setattr(restore_module, "REACH_BYTES", 2 * restore_module.FRAME_BYTES * h * w * 10)
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        restore_video(tmp_path / "in.mp4", masks, tmp_path / "o.mp4", run_dir, copy_from=10**6, report=report)
+    assert json.loads(report.read_text())["copy_from"] == 10 - 2  # k = 2 chosen frames held besides
+    assert any("ranking the 8 nearest frames" in r.getMessage() for r in caplog.records), caplog.text
+
+
 def test_masks_without_holes_are_said(
     run_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -518,6 +518,20 @@ def restore_video(
             info.height,
             REACH_BYTES // 2**20,
         )
+    # the nearest frames are held in memory too: beyond the default, no more than the reach's budget
+    # allows (and no more than the video has)
+    near_cap = max(COPY_FROM, REACH_BYTES // (2 * FRAME_BYTES * info.height * info.width) - cfg.k)
+    if fill == "copy" and copy_from > min(n - 1, near_cap) and near_cap < n - 1:
+        log.warning(
+            "ranking the %d nearest frames (not %d): more of %dx%d would need more than %d MiB "
+            "(rovr.restore.REACH_BYTES)",
+            near_cap,
+            copy_from,
+            info.width,
+            info.height,
+            REACH_BYTES // 2**20,
+        )
+    copy_from = min(copy_from, n - 1, near_cap)
     # frames a written frame may copy from lie at most `lag` before or after it
     lag = max(length - 1, copy_from + cfg.k, reach) if fill == "copy" else 0
     batch = batch or windows_per_batch(info.height, info.width, length, held=2 * lag)

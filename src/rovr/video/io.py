@@ -141,8 +141,21 @@ class _FileIndex:
     pts: np.ndarray | None  # int64 (N,), or None when the container gives no timestamps
     frames: int
     fps: float
-    width: int
+    width: int  # as stored (before the display rotation)
     height: int
+    turns: int = 0  # quarter turns counter-clockwise that display the frames upright (a phone's flag)
+
+
+def _display_turns(path: Path) -> int:
+    """Quarter turns (counter-clockwise, 0-3) of the display rotation of ``path``'s first video frame:
+    phones store portrait video as landscape frames with a rotation flag that players apply."""
+    try:
+        with _open_container(path) as c:
+            frame = next(c.decode(c.streams.video[0]), None)
+    except (DataError, StopIteration, *_AV_ERRORS):
+        return 0  # what cannot be decoded here is refused, with its reason, when the frames are read
+    rotation = getattr(frame, "rotation", 0) if frame is not None else 0
+    return round((rotation or 0) / 90) % 4
 
 
 @lru_cache(maxsize=256)
@@ -185,7 +198,7 @@ def _file_index(path: Path, mtime_ns: int, size: int) -> _FileIndex:
     arr = np.sort(np.asarray(pts, dtype=np.int64)) if has_pts else None
     if arr is not None and len(np.unique(arr)) != len(arr):
         arr = None  # duplicate timestamps: fall back to counting decoded frames
-    return _FileIndex(arr, frames, fps, width, height)
+    return _FileIndex(arr, frames, fps, width, height, _display_turns(path))
 
 
 def _index(path: Path) -> _FileIndex:
@@ -196,7 +209,12 @@ def _index(path: Path) -> _FileIndex:
 def _iter_file(path: Path, info: VideoInfo, start: int, count: int) -> Iterator[np.ndarray]:
     """Decode ``count`` frames of a video file from frame ``start``, seeking to the keyframe before it."""
     idx = _index(path)
-    W, H = info.width, info.height
+    W, H, turns = idx.width, idx.height, idx.turns
+
+    def upright(frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.to_ndarray(format="rgb24", width=W, height=H)
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
     yielded = 0
     try:
         with _open_container(path) as c:
@@ -216,7 +234,7 @@ def _iter_file(path: Path, info: VideoInfo, start: int, count: int) -> Iterator[
                 elif target is None and seen < start:
                     seen += 1
                     continue
-                yield frame.to_ndarray(format="rgb24", width=W, height=H)
+                yield upright(frame)
                 yielded += 1
                 if yielded == count:
                     return
@@ -226,7 +244,7 @@ def _iter_file(path: Path, info: VideoInfo, start: int, count: int) -> Iterator[
                 for i, frame in enumerate(c.decode(s)):
                     if i < start:
                         continue
-                    yield frame.to_ndarray(format="rgb24", width=W, height=H)
+                    yield upright(frame)
                     yielded += 1
                     if yielded == count:
                         return
@@ -296,11 +314,15 @@ def probe(path: PathLike) -> VideoInfo:
         info = VideoInfo(p, len(images), FOLDER_FPS, width, height)
     elif p.is_file():
         idx = _index(p)
-        info = VideoInfo(p, idx.frames, idx.fps, idx.width, idx.height)
+        w, h = (idx.height, idx.width) if idx.turns % 2 else (idx.width, idx.height)
+        info = VideoInfo(p, idx.frames, idx.fps, w, h)  # as displayed: upright
     else:
         raise DataError(f"video '{p}' does not exist; pass an existing video file or folder of frames")
     if info.frames < MIN_FRAMES:
-        raise DataError(f"'{p}' has {info.frames} frame(s); a video needs at least {MIN_FRAMES}")
+        raise DataError(
+            f"'{p}' has {info.frames} frame(s); rovr needs at least {MIN_FRAMES} (each frame is rebuilt "
+            "from others): pass a longer video"
+        )
     return info
 
 
@@ -696,7 +718,10 @@ def _remux_audio(
         v_out = out.add_stream_from_template(v_in)
         if transcode:
             a_out = out.add_stream("aac", rate=a_in.codec_context.sample_rate or 48000)
-            a_out.layout = a_in.codec_context.layout
+            layout = a_in.codec_context.layout
+            if layout.name.endswith("channels"):  # no channel order (PCM in Matroska): AAC needs one
+                layout = av.AudioLayout(f"{len(layout.channels)}c")  # the default order for the count
+            a_out.layout = layout
             audio = _timed(_encoded_aac(ain, a_out, span))
             how = f"{name} re-encoded as AAC"
         else:
