@@ -413,6 +413,19 @@ def test_evaluate_run_end_to_end(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     assert "imitation" in (out / "report.md").read_text()  # the missing policies are named
+    assert ev.files["report_html"] == out / "report.html" and ev.files["fig1"] == out / "fig1_masked.png"
+
+    # interrupted while its outputs are written: the earlier report is left whole, not mixed
+    before = {p.name: (p.stat().st_ino, p.read_bytes()) for p in out.iterdir()}
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("rovr.report.write_html", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_run(run, out, seeds=1)
+    assert {p.name: (p.stat().st_ino, p.read_bytes()) for p in out.iterdir()} == before  # not even rewritten
 
 
 def test_evaluate_run_on_a_user_folder_uses_every_video(tmp_path: Path) -> None:

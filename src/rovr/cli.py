@@ -523,7 +523,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 #: What an interruption leaves, by command (the line printed after Ctrl-C, SIGTERM or SIGHUP).
 AFTER_INTERRUPT = {
     "restore": "the output and report were not written (an earlier output there is as it was)",
-    "evaluate": "no report was written",
+    "evaluate": "no report was written (an earlier report in --out is as it was)",
 }
 
 

@@ -397,7 +397,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` with one-line errors."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file '{p}' does not exist; pass an existing YAML file (see configs/)")
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise ConfigError(f"config file '{p}' {what}; pass an existing YAML file (see configs/)")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:

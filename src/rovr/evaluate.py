@@ -20,6 +20,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import secrets
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -789,7 +792,7 @@ def evaluation_clips(
 
 def _check_exists(data: str | Path) -> None:
     if not Path(data).expanduser().exists():
-        raise DataError(f"--data '{data}' does not exist; pass a folder of videos or frame folders")
+        raise DataError(f"data folder '{data}' does not exist; pass a folder of videos or frame folders")
 
 
 def check_evaluation_data(cfg: RunConfig, data: str | Path | None, seeds: int = 1) -> None:
@@ -867,9 +870,8 @@ def evaluate_run(
     started = time.perf_counter()
     run = RunDir(Path(run_dir))
     if not run.root.is_dir():
-        raise RovrError(
-            f"run folder '{run.root}' does not exist; pass the --out folder of a `rovr train` run"
-        )
+        what = "is a file" if run.root.is_file() else "does not exist"
+        raise RovrError(f"run folder '{run.root}' {what}; pass the --out folder of a `rovr train` run")
     if not run.local.is_file():
         raise RovrError(
             f"run folder '{run.root}' has no local.safetensors; train Γ first with `rovr pretrain-local`"
@@ -951,66 +953,76 @@ def evaluate_run(
 
     from rovr import report as figures
 
-    files: dict[str, Path] = {}
-    clip = t2.sample_clip
-    targets = _pick_targets(clip.frames.shape[0])
-    files["fig1"] = figures.fig1_masked(clip, targets[:3], out / "fig1_masked.png")
-    files["fig3"] = figures.fig3_heatmaps(
-        {n: r.choices[0] for n, r in t2.runs.items()}, out / "fig3_heatmaps.png"
-    )
-    shown = [n for n in LEARNED_POLICIES if n in t2.runs] + ["sequential"]
-    shown = shown if len(shown) > 1 else ["sequential", "oracle_best"]
-    for name in shown:
-        r = t2.runs[name]
-        files[f"fig6_{name}"] = figures.fig6_grid(
-            clip, r.choices[0], r.sample, targets, out / f"fig6_{name}.png"
+    # every output is written into a hidden folder and moved into place at the end: an interruption
+    # leaves an earlier report in `out` whole, never mixed with the figures of this one
+    stage = out / f".partial-{secrets.token_hex(4)}"
+    stage.mkdir()
+    try:
+        files: dict[str, Path] = {}
+        clip = t2.sample_clip
+        targets = _pick_targets(clip.frames.shape[0])
+        files["fig1"] = figures.fig1_masked(clip, targets[:3], stage / "fig1_masked.png")
+        files["fig3"] = figures.fig3_heatmaps(
+            {n: r.choices[0] for n, r in t2.runs.items()}, stage / "fig3_heatmaps.png"
         )
-    curves = figures.learning_curves(read_metric_log(run.logs), out / "learning_curves.png")
-    if curves is not None:
-        files["learning_curves"] = curves
-    videos = {"before_after": out / "before_after.mp4"}
-    figures.side_by_side_video(
-        clip, {n: t2.runs[n].sample for n in shown}, clip.original, videos["before_after"], video_fps
-    )
-    done = time.perf_counter()
+        shown = [n for n in LEARNED_POLICIES if n in t2.runs] + ["sequential"]
+        shown = shown if len(shown) > 1 else ["sequential", "oracle_best"]
+        for name in shown:
+            r = t2.runs[name]
+            files[f"fig6_{name}"] = figures.fig6_grid(
+                clip, r.choices[0], r.sample, targets, stage / f"fig6_{name}.png"
+            )
+        curves = figures.learning_curves(read_metric_log(run.logs), stage / "learning_curves.png")
+        if curves is not None:
+            files["learning_curves"] = curves
+        videos = {"before_after": stage / "before_after.mp4"}
+        figures.side_by_side_video(
+            clip, {n: t2.runs[n].sample for n in shown}, clip.original, videos["before_after"], video_fps
+        )
+        done = time.perf_counter()
 
-    all_timing = {
-        **(timing or {}),
-        "eval_load": loaded - started,
-        "eval_table2": t2_done - loaded,
-        "eval_table1": t1_done - t2_done,
-        "eval_figures": done - t1_done,
-    }
-    first_clip = first[0].frames.shape
-    extra = {
-        "table1_peers": peers,
-        "table2_per_seed": t2.per_seed,
-        "policies": {
-            "evaluated": [r["policy"] for r in t2.rows],
-            "missing": missing,
-            "unusable": unusable,
-            "local": {n: run.local_for(n).name for n in nets},
-        },
-        **({"local": str(gamma)} if local is not None else {}),  # --local: one Γ under every row
-        "datasets": {
-            "source": source,
-            "clips": len(first),
-            "frames": first_clip[0],
-            "height": first_clip[1],
-            "width": first_clip[2],
-            "seeds": t2.seeds,
-        },
-        "notes": [metric_note(perceptual.name)],
-        "run": str(run.root),
-        "config": to_dict(cfg),
-    }
-    metric = {"perceptual": perceptual.name, "flow": flow.name}
-    report = write_report_json(out / "report.json", metric, t1, t2.rows, all_timing, extra)
-    files["report_json"] = out / "report.json"
-    files["report_md"] = out / "report.md"
-    atomic_write_text(files["report_md"], markdown_report(report))
-    fig_paths = {k: v for k, v in files.items() if k.startswith(("fig", "learning"))}
-    files["report_html"] = figures.write_html(out, report, fig_paths, videos, to_dict(cfg))
-    files.update(videos)
+        all_timing = {
+            **(timing or {}),
+            "eval_load": loaded - started,
+            "eval_table2": t2_done - loaded,
+            "eval_table1": t1_done - t2_done,
+            "eval_figures": done - t1_done,
+        }
+        first_clip = first[0].frames.shape
+        extra = {
+            "table1_peers": peers,
+            "table2_per_seed": t2.per_seed,
+            "policies": {
+                "evaluated": [r["policy"] for r in t2.rows],
+                "missing": missing,
+                "unusable": unusable,
+                "local": {n: run.local_for(n).name for n in nets},
+            },
+            **({"local": str(gamma)} if local is not None else {}),  # --local: one Γ under every row
+            "datasets": {
+                "source": source,
+                "clips": len(first),
+                "frames": first_clip[0],
+                "height": first_clip[1],
+                "width": first_clip[2],
+                "seeds": t2.seeds,
+            },
+            "notes": [metric_note(perceptual.name)],
+            "run": str(run.root),
+            "config": to_dict(cfg),
+        }
+        metric = {"perceptual": perceptual.name, "flow": flow.name}
+        report = write_report_json(stage / "report.json", metric, t1, t2.rows, all_timing, extra)
+        files["report_json"] = stage / "report.json"
+        files["report_md"] = stage / "report.md"
+        atomic_write_text(files["report_md"], markdown_report(report))
+        fig_paths = {k: v for k, v in files.items() if k.startswith(("fig", "learning"))}
+        files["report_html"] = figures.write_html(stage, report, fig_paths, videos, to_dict(cfg))
+        files.update(videos)
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    files = {k: out / v.name for k, v in files.items()}
     log.info("evaluation written to %s (%.1f s)", out, time.perf_counter() - started)
     return EvaluationResult(report, out, files)

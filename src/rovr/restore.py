@@ -226,6 +226,10 @@ def working_size(height: int, width: int, size: int) -> tuple[int, int]:
 def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
     """The config and files of a trained run folder (``runs/demo`` or any ``rovr train --out``)."""
     run = RunDir(Path(checkpoint))
+    if run.root.is_file():
+        raise CheckpointError(
+            f"--checkpoint '{checkpoint}' is a file; pass a run folder (the --out of `rovr train` or `rovr demo`)"
+        )
     if not run.root.exists():
         raise CheckpointError(
             f"run folder '{checkpoint}' does not exist; train one with `rovr demo` or `rovr train`, "

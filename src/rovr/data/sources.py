@@ -70,6 +70,11 @@ def is_mask_name(name: str) -> bool:
     )
 
 
+#: What this process already said about a folder (the videos :class:`VideoFolder` found in it, the
+#: resolution a DAVIS folder is read at): each stage opens its splits anew, and says it once.
+_ANNOUNCED: set[tuple[str, object]] = set()
+
+
 def _scan(root: Path, quiet: bool = False) -> dict[str, Path]:
     """Map video id (POSIX path relative to ``root``) -> video file or frame folder, recursively.
 
@@ -107,7 +112,10 @@ def _scan(root: Path, quiet: bool = False) -> dict[str, Path]:
         if d.name.lower() == "jpegimages" and len(dirs) > 1:
             keep = next((x for x in dirs if x.name.lower() == "480p"), dirs[0])
             if not quiet:
-                log.info("'%s' holds several resolutions; using only '%s'", d, keep.name)
+                said = ("resolutions", str(d.resolve()))
+                if said not in _ANNOUNCED:  # each stage scans anew: say it once
+                    _ANNOUNCED.add(said)
+                    log.info("'%s' holds several resolutions; using only '%s'", d, keep.name)
             dirs = [keep]
         for sub in dirs:
             visit(sub)
@@ -129,10 +137,6 @@ def scan_folder(root: Path, quiet: bool = False) -> dict[str, Path]:
             f"({', '.join(IMAGE_EXTS)}); put your videos in it"
         )
     return paths
-
-
-#: (folder, number of videos) already announced by :class:`VideoFolder` in this process.
-_ANNOUNCED: set[tuple[str, int]] = set()
 
 
 class VideoFolder:

@@ -115,6 +115,8 @@ def _open_container(path: Path) -> Iterator[av.container.InputContainer]:
     """``av.open`` for reading with FFmpeg errors turned into one-line DataErrors."""
     try:
         container = av.open(str(path), "r")
+    except PermissionError as e:
+        raise DataError(f"cannot read '{path}' ({e.strerror}); check its permissions") from None
     except _AV_ERRORS as e:
         raise DataError(
             f"'{path}' is not a readable video ({_reason(e)}); the file is truncated, corrupt or not a video - "
