@@ -453,6 +453,18 @@ def test_evaluate_run_errors(tmp_path: Path) -> None:
     _tiny_run(tmp_path / "run")
     with pytest.raises(RovrError, match="missing_folder"):
         evaluate_run(tmp_path / "run", tmp_path / "eval", data=tmp_path / "missing_folder")
+    # a folder with the user's own report.md is not replaced; nor is --out put inside the data
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")
+    with pytest.raises(RovrError, match="did not write"):
+        evaluate_run(tmp_path / "run", mine)
+    assert [p.name for p in mine.iterdir()] == ["report.md"]
+    data = tmp_path / "videos"
+    data.mkdir()
+    with pytest.raises(RovrError, match="inside the data folder"):
+        evaluate_run(tmp_path / "run", data / "eval", data=data)
+    assert list(data.iterdir()) == []
 
 
 def test_evaluate_run_with_a_learned_policy(tmp_path: Path) -> None:

@@ -886,6 +886,20 @@ def test_a_trained_run_is_never_changed_behind_its_back(
     )
     assert (out / "local.safetensors").read_bytes() != before["local.safetensors"]
     assert load_checkpoint(out / "local.safetensors")[1]["step"] == 6
+    capsys.readouterr()
+    # the policies were trained from the previous Γ: `rovr train` does not skip them as finished
+    assert main([*train, "--set", "pretrain.steps=6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained from another local" in err[0] and "--restart" in err[0], err
+
+
+def test_a_config_yaml_rovr_did_not_write_is_not_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("my: own\nsettings: [1, 2]\n")
+    with pytest.raises(ConfigError, match="not a rovr run config"):
+        prepare_run(tiny_config(), out)
+    assert (out / "config.yaml").read_text() == "my: own\nsettings: [1, 2]\n"
 
 
 def test_a_refused_command_leaves_no_config_that_locks_the_folder(

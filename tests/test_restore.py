@@ -842,6 +842,16 @@ def test_threads_cap_torch_while_restoring_only(run_dir: Path, tmp_path: Path) -
         on_frames=lambda k: seen.append(torch.get_num_threads()),
     )
     assert set(seen[1:]) == {1} and torch.get_num_threads() == before
+    seen.clear()  # thousands of threads are not started (they failed to), at most one per CPU
+    restore_video(
+        tmp_path / "in.mp4",
+        masks,
+        tmp_path / "o.mp4",
+        run_dir,
+        threads=100_000,
+        on_frames=lambda k: seen.append(torch.get_num_threads()),
+    )
+    assert max(seen) <= (os.cpu_count() or 1) and torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize(("fill", "reach", "lag"), [("gamma", 0, 0), ("copy", 0, 8), ("copy", 20, 20)])
@@ -1034,6 +1044,8 @@ BAD = {
     "report over the masks video": ["restore", "{d}/v.mp4", "--masks", "{d}/m.mp4", "-o", "{o}"]
     + ["--report", "{d}/m.mp4"],
     "report in the run folder": _std("--report", "{r}/config.yaml"),
+    "report inside the frame output": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{od}/frames"]
+    + ["--report", "{od}/frames/r.json"],
     "report over another file": _std("--report", "{d}/afile"),
     "report over another json": _std("--report", "{d}/other.json"),
     "negative threads": _std("--threads", "-1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -62,6 +63,12 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     header = {META_KEY: json.dumps(meta)}
     _atomic_replace(path, lambda p: save_file(flat, str(p), metadata=header))
     atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short digest of a checkpoint file's bytes: later stages record the one they were trained
+    from, so a retrained earlier stage is noticed."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

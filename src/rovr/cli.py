@@ -528,8 +528,11 @@ AFTER_INTERRUPT = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C right at start-up
+        print("rovr: interrupted; nothing was done", file=sys.stderr)
+        return 130
     main_thread = threading.current_thread() is threading.main_thread()  # signals are set there only
     before = (
         {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}

@@ -18,6 +18,7 @@ a :class:`~rovr.conditioning.Chooser` plugged in:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -795,6 +796,36 @@ def _check_exists(data: str | Path) -> None:
         raise DataError(f"data folder '{data}' does not exist; pass a folder of videos or frame folders")
 
 
+#: The report files of `rovr evaluate`: a folder holding one that an evaluation did not write is refused.
+REPORT_FILES = ("report.json", "report.md", "report.html")
+
+
+def check_report_folder(out: Path, data: str | Path | None) -> None:
+    """Refuse (one line) an --out folder inside the data folder (its figures and video would be read
+    as data by the next evaluation of it), or one holding files of the report's names that an
+    evaluation did not write (a report.json without Table 2): they would be replaced."""
+    if data is not None and Path(data).expanduser().is_dir():
+        if out.resolve().is_relative_to(Path(data).expanduser().resolve()):
+            raise RovrError(
+                f"--out '{out}' lies inside the data folder '{data}' (its video and figures would be read "
+                "as data next time); choose another --out"
+            )
+    if not out.is_dir():
+        return
+    ours = [p.name for p in out.iterdir() if p.name in REPORT_FILES]
+    if not ours:
+        return
+    try:
+        earlier = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and "table2" in earlier):
+        raise RovrError(
+            f"--out '{out}' holds files rovr evaluate did not write (e.g. '{sorted(ours)[0]}'; no earlier "
+            "report.json with Table 2); choose an empty or new folder"
+        )
+
+
 def check_evaluation_data(cfg: RunConfig, data: str | Path | None, seeds: int = 1) -> None:
     """Refuse in one line what an evaluation after training would refuse: fewer than one seed, or a
     folder that is missing, a file, without videos, with a video that cannot be read, or without a
@@ -898,6 +929,7 @@ def evaluate_run(
             raise RovrError(f"--threads must be >= 0 (0 = all cores; got {threads})")
         cfg = dataclasses.replace(cfg, threads=threads)
     device = setup_torch(cfg)
+    check_report_folder(out, data)
 
     gamma = run.local
     if local is not None:

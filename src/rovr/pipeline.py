@@ -123,6 +123,13 @@ def check_stage_state(cfg: RunConfig, run: RunDir, stage: str, restart: bool, al
                 f"'{done}' was trained with other settings ({'; '.join(diffs[:4])}); rerun with its settings "
                 "to go on, pass --restart to retrain every stage, or choose another --out"
             )
+        stale = retrained_inputs(run, done)
+        if stale:
+            raise CheckpointError(
+                f"'{done}' was trained from another {' and '.join(stale)} than the run holds now (retrained "
+                f"since); retrain it with `rovr {stage} --restart` (and the stages after it), or "
+                "`rovr train --restart`"
+            )
         return False
     resume = stage_resume(cfg, run, stage)
     if resume is not None and resume.is_file() and not restart:
@@ -134,6 +141,22 @@ def check_stage_state(cfg: RunConfig, run: RunDir, stage: str, restart: bool, al
                 "choose another --out"
             )
     return True
+
+
+def retrained_inputs(run: RunDir, path: Path) -> list[str]:
+    """The checkpoints of ``run`` that checkpoint ``path`` was trained from and that have changed
+    since (Γ, the imitation policy); checkpoints of earlier versions record none."""
+    from rovr.checkpoint import fingerprint, read_meta
+
+    recorded = read_meta(path).get("trained_from")
+    files = {"local": run.local, "imitation": run.policy("imitation")}
+    if not isinstance(recorded, dict):
+        return []
+    return [
+        name
+        for name, digest in recorded.items()
+        if name in files and (not files[name].is_file() or fingerprint(files[name]) != digest)
+    ]
 
 
 def discard_resume(cfg: RunConfig, run: RunDir, stage: str) -> None:
@@ -211,13 +234,19 @@ def plan_training(
     from rovr.train.common import check_run_architecture
 
     check_run_architecture(cfg, out)  # another architecture's folder is named as such first
-    todo = []
+    todo: list[tuple[str, RunConfig]] = []
     for stage in STAGES:
         for c in [cfg, *policies] if stage == "train-policy" else [cfg]:
             if stage == "imitate" and not (c.ppg.warm_start or any(p.ppg.warm_start for p in policies)):
                 continue
             if check_stage_state(c, RunDir(out), stage, restart, alone=False):
                 todo.append((stage, c))
+            elif any(s != stage for s, _ in todo):  # kept, but an earlier stage is to be trained anew
+                raise CheckpointError(
+                    f"'{stage_checkpoint(c, RunDir(out), stage)}' is finished but the {todo[0][0]} it "
+                    "builds on is to be trained again; pass --restart to retrain every stage, or choose "
+                    "another --out"
+                )
             elif say:
                 log.info("%s: already done in %s, skipping (use --restart to redo)", stage, out)
     return todo

@@ -295,10 +295,11 @@ def frames_out(out: Path) -> bool:
 REPORT_KEYS = ("video", "output", "conditioning")  # what marks a JSON file as an earlier restore report
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """True when ``path`` is ``folder`` or lies (at any depth) inside it."""
+def _inside(path: Path, folder: Path, exists: bool = True) -> bool:
+    """True when ``path`` is ``folder`` or lies (at any depth) inside it (``exists``: a folder that
+    exists; else also one still to be made, such as a frame output)."""
     try:
-        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+        return (folder.is_dir() or not exists) and path.resolve().is_relative_to(folder.resolve())
     except OSError:
         return False
 
@@ -335,7 +336,7 @@ def check_paths(
         check_writable(out, "output", "-o")
     if report is not None:
         for path, what in [*inputs, (out, "the output")]:
-            if _same_file(report, path) or _inside(report, path):
+            if _same_file(report, path) or _inside(report, path, exists=path != out or not frames_out(out)):
                 raise RovrError(f"report '{report}' would overwrite {what}; choose another --report")
         if checkpoint is not None and _inside(report, checkpoint):
             raise RovrError(
@@ -730,8 +731,8 @@ def restore_video(
 def _torch_threads(n: int) -> Iterator[None]:
     """torch's CPU threads set to ``n`` (> 0) inside the block and put back after it; 0 leaves them."""
     before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
+    if n > 0:  # more threads than CPUs only contend (and thousands fail to start)
+        torch.set_num_threads(min(n, os.cpu_count() or 1))
     try:
         yield
     finally:

@@ -130,6 +130,15 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
     missing or of another architecture is refused first, in one line, with nothing written."""
     run = RunDir(Path(root))
     check_run_architecture(cfg, run.root)
+    if run.config.is_file():  # replaced below: only if it is a rovr config
+        from rovr.config import read_yaml
+
+        try:
+            config_from_dict(read_yaml(run.config))
+        except ConfigError:
+            raise ConfigError(
+                f"'{run.config}' is not a rovr run config (it would be replaced); choose another --out"
+            ) from None
     check_source(cfg.data)  # a bad --data is refused before the run folder is made
     if stage is not None:
         from rovr.pipeline import check_stage_inputs
@@ -212,8 +221,8 @@ def setup_torch(cfg: RunConfig) -> torch.device:
     asking for CUDA without one is a clear error."""
     if cfg.keep_freed_memory:
         keep_freed_memory()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.threads > 0:  # more threads than CPUs only contend (and thousands fail to start)
+        torch.set_num_threads(min(cfg.threads, os.cpu_count() or 1))
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was requested but no CUDA GPU is available; use --set device=cpu")
     return torch.device(cfg.device)

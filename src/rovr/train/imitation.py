@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rovr.checkpoint import fingerprint
 from rovr.conditioning import (
     Chooser,
     CopyOracle,
@@ -425,5 +426,6 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
         random_valid_rate=random_valid_rate(val_states),
         heldout=heldout,
         heldout_split=val_split,
+        trained_from={"local": fingerprint(run.local)},
     )
     return run.policy("imitation")

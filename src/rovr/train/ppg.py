@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rovr.checkpoint import (
+    fingerprint,
     load_checkpoint,
     load_optimizer,
     load_state,
@@ -734,6 +735,10 @@ class Trainer:
         from it (and, with the per-iteration seeds, repeats what an uninterrupted run would do).
         """
         cfg = self.cfg.ppg
+        # what this policy is trained from: a later retraining of either is noticed (pipeline)
+        self.trained_from = {"local": fingerprint(self.run.local)}
+        if self.cfg.ppg.warm_start:
+            self.trained_from["imitation"] = fingerprint(self.run.policy("imitation"))
         self.try_resume()
         started = time.time()
         bar = tqdm(
@@ -779,6 +784,7 @@ class Trainer:
                 policy=self.name,
                 iterations=self.iteration,
                 tau=self.learner.tau,  # evaluation's greedy pair is the mode at the τ PPG trained
+                trained_from=self.trained_from,
             )
             if self.opt_local is not None:
                 save_model(self.run.tuned_local(self.name), self.net, self.cfg, stage="ppg")
