@@ -53,7 +53,7 @@ def test_truncated_and_missing_files_are_one_line_errors(tmp_path: Path) -> None
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, {"w": torch.ones(1000)}, {})
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="corrupt or truncated") as e:
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*corrupt or truncated") as e:
         load_checkpoint(path)
     assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="does not exist"):

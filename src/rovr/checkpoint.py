@@ -97,7 +97,8 @@ def _load(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str,
         ) from None
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
-            f"checkpoint '{path}' is corrupt or truncated ({e}); delete it and re-run the stage"
+            f"'{path}' is not a readable checkpoint ({e}); if a rovr stage wrote it, it is corrupt or "
+            "truncated: delete it and re-run that stage"
         ) from None
     source = path if header is not None else meta_path  # where the metadata is read from
     try:
