@@ -76,16 +76,11 @@ def _flat(node: Any, prefix: str) -> dict[str, Any]:
 def config_differences(cfg: RunConfig, path: Path, stage: str, resume: bool = False) -> list[str]:
     """The settings of ``stage`` (:data:`STAGE_KEYS`) in which ``cfg`` differs from the config checkpoint
     ``path`` was trained with, as ``key: checkpoint's value → this one`` (folders compared resolved)."""
-    from rovr.checkpoint import load_checkpoint
-    from rovr.config import config_from_dict, to_dict
+    from rovr.checkpoint import read_meta
+    from rovr.config import to_dict
+    from rovr.train.common import saved_config
 
-    saved = load_checkpoint(path)[1].get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"checkpoint '{path}' has no config metadata; it was not written by rovr")
-    try:  # fields added since the checkpoint was written take their defaults
-        saved = to_dict(config_from_dict(saved))
-    except ConfigError:
-        pass
+    saved = saved_config(read_meta(path), path)  # the header only: no tensors are loaded
     mine = to_dict(cfg)
     free = RESUME_FREE_KEYS if resume else FREE_KEYS
     out = []
@@ -170,20 +165,20 @@ def discard_resume(cfg: RunConfig, run: RunDir, stage: str) -> None:
 def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
     """Refuse, in one line, a stage whose earlier stages' checkpoints are not in ``run``, or were made
     for another architecture — before ``rovr imitate`` / ``rovr train-policy`` write anything there."""
-    from rovr.checkpoint import load_checkpoint
+    from rovr.checkpoint import read_meta
     from rovr.train.common import ARCH_KEYS, LOCAL_ARCH_KEYS, check_same_architecture
 
     if stage in ("imitate", "train-policy"):
         if not run.local.is_file():
             raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
-        check_same_architecture(cfg, load_checkpoint(run.local)[1], run.local, LOCAL_ARCH_KEYS)
+        check_same_architecture(cfg, read_meta(run.local), run.local, LOCAL_ARCH_KEYS)
     if stage == "train-policy" and cfg.ppg.warm_start:
         start = run.policy("imitation")
         if not start.is_file():
             raise CheckpointError(
                 f"'{start}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
             )
-        check_same_architecture(cfg, load_checkpoint(start)[1], start, ARCH_KEYS)
+        check_same_architecture(cfg, read_meta(start), start, ARCH_KEYS)
 
 
 def run_stage(cfg: RunConfig, run: RunDir, stage: str, progress: bool = True) -> Path:

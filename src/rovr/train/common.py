@@ -80,17 +80,23 @@ def _arch(cfg_dict: dict[str, Any], keys: tuple[str, ...] = ARCH_KEYS) -> dict[s
     return out
 
 
+def saved_config(meta: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The config a checkpoint was trained with (its metadata ``meta``), fields added since taking
+    their defaults as in a config file; one line if it records none."""
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint '{source}' has no config metadata; it was not written by rovr")
+    try:
+        return to_dict(config_from_dict(saved))
+    except ConfigError:
+        return saved
+
+
 def check_same_architecture(
     cfg: RunConfig, meta: dict[str, Any], source: Path, keys: tuple[str, ...] = ARCH_KEYS
 ) -> None:
     """Refuse a checkpoint whose model-shaping config (``keys``) differs from ``cfg`` (one line, names them)."""
-    saved = meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"checkpoint '{source}' has no config metadata; it was not written by rovr")
-    try:  # fields added since the checkpoint was written take their defaults, as in the config file
-        saved = to_dict(config_from_dict(saved))
-    except ConfigError:
-        pass
+    saved = saved_config(meta, source)
     mine, theirs = _arch(to_dict(cfg), keys), _arch(saved, keys)
     diff = [k for k in keys if mine[k] != theirs[k]]
     if diff:
@@ -109,13 +115,10 @@ def check_run_architecture(cfg: RunConfig, root: Path) -> None:
     mine = to_dict(cfg)
     for path in sorted(Path(root).glob("*.safetensors")):
         keys = LOCAL_ARCH_KEYS if path.name.startswith(("local", "resume_local")) else ARCH_KEYS
-        saved = read_meta(path).get("config")
-        if not isinstance(saved, dict):
+        meta = read_meta(path)
+        if not isinstance(meta.get("config"), dict):
             continue  # not a rovr checkpoint: loading it, if ever, says so
-        try:  # fields added since the checkpoint was written take their defaults
-            saved = to_dict(config_from_dict(saved))
-        except ConfigError:
-            pass
+        saved = saved_config(meta, path)
         diff = [k for k in keys if _arch(saved, keys)[k] != _arch(mine, keys)[k]]
         if diff:
             raise ConfigError(
