@@ -119,4 +119,4 @@ def test_ppg_under_torchrun_keeps_ranks_identical(tmp_path: Path) -> None:
     rows = [r for r in read_metric_log(run.logs) if "charts/SPS" in r]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["losses/teacher_ce"] > 0 for r in rows)
-    assert len(list(run.logs.glob("events.out.tfevents.*"))) == 1
+    assert len(list(run.logs.rglob("events.out.tfevents.*"))) == 1  # rank 0's, in logs/ppg-rovr_flow_warm

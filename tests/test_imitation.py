@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from rovr.checkpoint import load_checkpoint
 from rovr.data.encoding import tile
 from rovr.models.policy import PolicyConfig, build_actor
 from rovr.pipeline import run_stage
+from rovr.train import imitation
 from rovr.train.common import prepare_run, read_metric_log
 from rovr.train.imitation import (
     StateSet,
@@ -20,9 +22,11 @@ from rovr.train.imitation import (
     bce_loss,
     best_pair_targets,
     greedy_stats,
+    listwise_ce,
     listwise_loss,
     pair_log_probs,
     random_valid_rate,
+    train_imitation,
 )
 
 INF = math.inf
@@ -130,6 +134,55 @@ def test_stages_on_a_tiny_config(tmp_path: Path) -> None:
 
     bce = tiny_config("imitation.loss=bce", "imitation.steps=3")
     assert run_stage(bce, run, "imitate", progress=False).is_file()
+
+
+def test_interrupted_imitation_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C mid-step, a crash after a periodic checkpoint, and Ctrl-C during the held-out evaluation:
+    each rerun ends with the weights of the uninterrupted run, and the metric log holds each step once."""
+    from test_ppg import make_run, tiny_config
+
+    cfg = tiny_config("imitation.steps=6", "imitation.checkpoint_every=2")
+    straight = make_run(tmp_path / "straight", cfg, imitation=False)
+    want = load_checkpoint(train_imitation(cfg, straight, progress=False))[0]
+    rows = read_metric_log(straight.logs)
+
+    def fail_at(call: int, error: BaseException) -> None:
+        calls = iter(range(1, 100))
+
+        def loss(*args: Any) -> torch.Tensor:
+            if next(calls) == call:
+                raise error
+            return listwise_ce(*args)
+
+        monkeypatch.setattr(imitation, "listwise_ce", loss)
+
+    def heldout_interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    for name, fail, saved_at in (
+        ("ctrl-c", lambda: fail_at(4, KeyboardInterrupt()), 3),  # during step 4: 3 steps done
+        ("crash", lambda: fail_at(6, MemoryError("killed")), 4),  # nothing saved: the step-4 checkpoint
+        ("heldout", lambda: monkeypatch.setattr(imitation, "heldout_eval", heldout_interrupted), 6),
+    ):
+        run = make_run(tmp_path / name, cfg, imitation=False)
+        with monkeypatch.context() as m:
+            m.setattr(imitation, "listwise_ce", imitation.listwise_ce)
+            m.setattr(imitation, "heldout_eval", imitation.heldout_eval)
+            fail()
+            with pytest.raises((KeyboardInterrupt, MemoryError)):
+                train_imitation(cfg, run, progress=False)
+        assert load_checkpoint(run.resume("imitation"))[1]["step"] == saved_at, name
+        assert not run.policy("imitation").exists()
+        got = load_checkpoint(train_imitation(cfg, run, progress=False))[0]
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), name
+        assert not run.resume("imitation").exists()
+        strip = [
+            {k: v for k, v in r.items() if k != "time" and "per_s" not in k}
+            for r in read_metric_log(run.logs)
+        ]
+        assert [(r["step"], sorted(r)) for r in strip] == [
+            (r["step"], sorted(k for k in r if k != "time")) for r in rows
+        ], name
 
 
 def bright_pair_states(n: int, seed: int) -> StateSet:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -576,7 +577,7 @@ def test_train_policy_writes_policy_logs_and_no_resume(tmp_path: Path) -> None:
     ):
         assert key in keys, key
     assert [r["step"] for r in rows if "charts/SPS" in r] == [1, 2]
-    assert list(run.logs.glob("events.out.tfevents.*"))
+    assert list((run.logs / "ppg-rovr_flow_warm").glob("events.out.tfevents.*"))
     # Γ kept training on L_R: its copy changed, the stage-1 file did not
     tuned = load_checkpoint(run.root / "local_rovr_flow_warm.safetensors")[0]
     assert any(not torch.equal(tuned[k], local_before[k]) for k in local_before)
@@ -685,6 +686,33 @@ def test_resume_after_an_interrupted_phase_repeats_the_uninterrupted_run(
     steps = [r["step"] for r in read_metric_log(run.logs) if "charts/SPS" in r]
     assert steps == [1, 2, 3, 4]  # iterations 3 and 4 came from the resumed run
     assert not resume.exists()
+
+
+def test_resumed_run_logs_each_iteration_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Iteration 3 was logged, then interrupted; the checkpoint is of iteration 2, so the resumed run logs
+    iteration 3 again and its earlier row must go (the learning curves went back and forth)."""
+    cfg = tiny_config("ppg.iterations=4", "ppg.flow_reward=false")
+    run = make_run(tmp_path / "run", cfg)
+    log_iteration = Trainer.log_iteration
+
+    def log_then_interrupt(self: Trainer, *args: Any) -> None:
+        log_iteration(self, *args)
+        if self.iteration == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "log_iteration", log_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train_policy(cfg, run, progress=False)
+    rows = read_metric_log(run.logs)
+    assert [r["step"] for r in rows if "charts/SPS" in r] == [1, 2, 3]
+    train_policy(cfg, run, progress=False)
+    rows = read_metric_log(run.logs)
+    assert [r["step"] for r in rows if "charts/SPS" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "losses/clone_kl" in r] == [2, 4]
+    assert {r.get("policy") for r in rows} == {"rovr_noflow_warm"}
+    events = run.logs / "ppg-rovr_noflow_warm"
+    assert len(list(events.glob("events.out.tfevents.*"))) == 2  # the resumed run's events purge step 3 on
 
 
 def test_time_budget_stops_after_the_iteration_and_still_runs_the_auxiliary_phase(tmp_path: Path) -> None:
@@ -940,3 +968,9 @@ def test_an_interrupted_stage_resumes_only_with_its_settings(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="interrupted train-policy with other settings .*ppg.iterations"):
         check_stage_state(tiny_config("ppg.iterations=4"), run, "train-policy", restart=False, alone=False)
     assert check_stage_state(tiny_config("ppg.iterations=4"), run, "train-policy", restart=True, alone=False)
+    # imitation's resume checkpoint likewise (it had none before: an interrupt lost the stage)
+    run.policy("imitation").unlink()
+    save_checkpoint(run.resume("imitation"), {"w": torch.ones(1)}, {"config": to_dict(cfg)})
+    assert check_stage_state(tiny_config("imitation.lr=1e-4"), run, "imitate", restart=False, alone=False)
+    with pytest.raises(ConfigError, match="interrupted imitate with other settings .*imitation.soft"):
+        check_stage_state(tiny_config("imitation.soft=0.5"), run, "imitate", restart=False, alone=False)

@@ -124,6 +124,18 @@ def test_learning_curves(tmp_path: Path) -> None:
         "ppg: charts/episodic_return": ([1.0], [0.1]),
         "ppg: charts/episodic_return [2]": ([1.0], [0.2]),
     }
+    named = [  # rows that name their policy: the ablations of one run folder, each its own series
+        {"stage": "ppg", "policy": name, "step": step, "charts/episodic_return": r}
+        for name, step, r in (
+            ("rovr_flow_warm", 1, 0.1),
+            ("rovr_flow_warm", 2, 0.2),
+            ("rovr_flow_cold", 1, 0.3),
+        )
+    ]
+    assert curve_series(named)["return"] == {
+        "rovr_flow_warm: charts/episodic_return": ([1.0, 2.0], [0.1, 0.2]),
+        "rovr_flow_cold: charts/episodic_return": ([1.0], [0.3]),
+    }
     assert learning_curves(records, tmp_path / "curves.png") == tmp_path / "curves.png"
     assert learning_curves([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 

@@ -29,7 +29,15 @@ from rovr.errors import CheckpointError, RovrError
 from rovr.metrics.perceptual import lambda_schedule
 from rovr.models.local import LocalNet, LocalNetConfig
 from rovr.train import local as stage
-from rovr.train.common import RunDir, keep_freed_memory, load_local, load_model, prepare_run, read_metric_log
+from rovr.train.common import (
+    MetricLog,
+    RunDir,
+    keep_freed_memory,
+    load_local,
+    load_model,
+    prepare_run,
+    read_metric_log,
+)
 from rovr.train.local import Batch, SamplePool, cosine_lr, pretrain_local, stage_progress
 
 STEPS = 8
@@ -196,7 +204,38 @@ def test_smoke_run_writes_gamma_logs_and_follows_the_lambda_schedule(
     (row,) = read_metric_log(run.logs)
     assert row["step"] == 10 and row["local/lr"] == pytest.approx(cosine_lr(pc.lr, 0.9))
     assert math.isfinite(row["local/val_perceptual"]) and row["charts/images_per_s"] > 0
-    assert list(run.logs.glob("events.out.tfevents.*"))
+    assert list((run.logs / "pretrain-local").glob("events.out.tfevents.*"))  # TensorBoard: a run per stage
+
+
+def test_metric_log_keeps_each_step_of_a_series_once(tmp_path: Path) -> None:
+    """A resumed series drops its rows after the checkpoint's step, a fresh start drops the whole series
+    (training that --restart replaced); other stages, other policies and foreign lines are kept, and a
+    line a killed run left half-written is skipped."""
+
+    def write(log: MetricLog, steps: range) -> None:
+        for step in steps:
+            log.log(step, {"loss": float(step)})
+        log.close()
+
+    def steps(stage: str, policy: str | None = None) -> list[int]:
+        rows = read_metric_log(tmp_path)
+        return [r["step"] for r in rows if r["stage"] == stage and r.get("policy") == policy]
+
+    write(MetricLog(tmp_path, "pretrain-local"), range(1, 6))
+    write(MetricLog(tmp_path, "ppg", "a"), range(1, 4))
+    write(MetricLog(tmp_path, "ppg", "b"), range(1, 4))
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"stage": "ppg", "policy": "a", "step": 9, "half')  # killed mid-line
+    assert steps("ppg", "a") == [1, 2, 3]
+    write(MetricLog(tmp_path, "pretrain-local", resumed_at=3), range(4, 7))
+    assert steps("pretrain-local") == [1, 2, 3, 4, 5, 6]
+    write(MetricLog(tmp_path, "ppg", "a"), range(1, 3))  # started afresh
+    assert steps("ppg", "a") == [1, 2] and steps("ppg", "b") == [1, 2, 3]
+    assert "half" not in (tmp_path / "metrics.jsonl").read_text()
+    assert len(list((tmp_path / "ppg-a").glob("events.out.tfevents.*"))) == 1  # the replaced run's are gone
+    assert len(list((tmp_path / "pretrain-local").glob("events.out.tfevents.*"))) == 2
+    MetricLog(tmp_path, "imitation", enabled=False).log(0, {"loss": 1.0})  # another rank: writes nothing
+    assert steps("imitation") == [] and not (tmp_path / "imitation").exists()
 
 
 def test_time_budget_ends_the_schedules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -162,9 +162,15 @@ class ImitationConfig:
         "copy expert: 0 = imitate the best pair only; s > 0 = q ∝ exp(−(cost − min) / (s · mean cost))",
     )
     max_minutes: float = _f(0.0, "stop after this many minutes (0 = no limit)")
+    checkpoint_every: int = _f(500, "save a resume checkpoint every this many steps (and on Ctrl-C)")
 
     def __post_init__(self) -> None:
         check(self.steps >= 0, "imitation.steps", "must be >= 0")
+        check(
+            self.checkpoint_every >= 1,
+            "imitation.checkpoint_every",
+            f"must be >= 1 (got {self.checkpoint_every})",
+        )
         check(self.batch_size >= 1, "imitation.batch_size", f"must be >= 1 (got {self.batch_size})")
         check(self.lr > 0, "imitation.lr", "must be > 0")
         check(self.max_minutes >= 0, "imitation.max_minutes", f"must be >= 0 (got {self.max_minutes})")

@@ -34,7 +34,13 @@ STAGE_KEYS = {
 }
 #: Settings that change how long a stage runs or how often it saves, not what it learns.
 FREE_KEYS = frozenset(
-    {"pretrain.max_minutes", "pretrain.checkpoint_every", "imitation.max_minutes", "ppg.max_minutes"}
+    {
+        "pretrain.max_minutes",
+        "pretrain.checkpoint_every",
+        "imitation.max_minutes",
+        "imitation.checkpoint_every",
+        "ppg.max_minutes",
+    }
 )
 #: Also free when resuming: the learning rate (lowered to go on after a divergence).
 RESUME_FREE_KEYS = FREE_KEYS | {"pretrain.lr", "imitation.lr", "ppg.lr"}
@@ -51,13 +57,13 @@ def stage_checkpoint(cfg: RunConfig, run: RunDir, stage: str) -> Path:
     }[stage]
 
 
-def stage_resume(cfg: RunConfig, run: RunDir, stage: str) -> Path | None:
-    """The in-progress checkpoint of a stage (None: imitation is short and does not save one)."""
+def stage_resume(cfg: RunConfig, run: RunDir, stage: str) -> Path:
+    """The in-progress checkpoint of a stage."""
     from rovr.train.ppg import policy_name
 
     return {
         "pretrain-local": run.resume("local"),
-        "imitate": None,
+        "imitate": run.resume("imitation"),
         "train-policy": run.resume(policy_name(cfg)),
     }[stage]
 
@@ -127,7 +133,7 @@ def check_stage_state(cfg: RunConfig, run: RunDir, stage: str, restart: bool, al
             )
         return False
     resume = stage_resume(cfg, run, stage)
-    if resume is not None and resume.is_file() and not restart:
+    if resume.is_file() and not restart:
         diffs = config_differences(cfg, resume, stage, resume=True)
         if diffs:
             raise ConfigError(
@@ -156,10 +162,9 @@ def retrained_inputs(run: RunDir, path: Path) -> list[str]:
 
 def discard_resume(cfg: RunConfig, run: RunDir, stage: str) -> None:
     """Delete a stage's in-progress checkpoint (``--restart``: the stage starts over)."""
-    resume = stage_resume(cfg, run, stage)
-    if resume is not None:
-        resume.unlink(missing_ok=True)
-        resume.with_suffix(".json").unlink(missing_ok=True)
+    from rovr.train.common import discard
+
+    discard(stage_resume(cfg, run, stage))
 
 
 def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:

@@ -209,8 +209,9 @@ def curve_series(
 ) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
     """Panel title → {label → (steps, values)} from metric-log records (``stage``, ``step``, scalars).
 
-    A label is ``"stage: key"``; when the step of a series goes back (another run logged under the same
-    stage, e.g. the PPG ablations one after another), a new series ``"stage: key [2]"`` starts.
+    A label is ``"stage: key"``, or ``"policy: key"`` for a PPG policy's rows; when the step of a series
+    goes back (logs written before rows named their policy: the PPG ablations one after another), a
+    new series ``"stage: key [2]"`` starts.
     """
     panels: dict[str, dict[str, tuple[list[float], list[float]]]] = {title: {} for title, _ in _CURVES}
     current: dict[tuple[str, str], str] = {}  # (panel, "stage: key") → label of its running segment
@@ -220,7 +221,7 @@ def curve_series(
             continue
         for key, value in rec.items():
             if (
-                key in ("stage", "step", "time")
+                key in ("stage", "policy", "step", "time")
                 or not isinstance(value, (int, float))
                 or isinstance(value, bool)
             ):
@@ -228,7 +229,7 @@ def curve_series(
             for title, match in _CURVES:
                 if not match(stage, key):
                     continue
-                base = f"{stage}: {key}"
+                base = f"{rec.get('policy') or stage}: {key}"
                 label = current.get((title, base), base)
                 series = panels[title].get(label)
                 if series is not None and step <= series[0][-1]:

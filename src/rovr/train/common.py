@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rovr.checkpoint import load_checkpoint, load_state, save_checkpoint, state_tensors
+from rovr.checkpoint import (
+    load_checkpoint,
+    load_optimizer,
+    load_state,
+    optimizer_tensors,
+    save_checkpoint,
+    state_tensors,
+)
 from rovr.config import RunConfig, config_from_dict, save_config, to_dict
 from rovr.data.clips import ClipSet, spread
 from rovr.data.corruption import Corrupted, corrupt
@@ -244,36 +251,154 @@ def corrupted_clips(cfg: RunConfig, split: str, seed: int, limit: int = 0) -> li
 
 
 class MetricLog:
-    """TensorBoard scalars plus a JSON-lines copy (for the report's learning curves)."""
+    """TensorBoard scalars plus a JSON-lines copy (``metrics.jsonl``, for the report's learning curves).
 
-    def __init__(self, folder: Path, enabled: bool = True) -> None:
+    One log is one *series*: a stage, or one PPG policy (``policy``). Its rows carry ``stage`` (and
+    ``policy``); its TensorBoard events go to their own folder ``<folder>/<series>`` (TensorBoard
+    shows each stage and policy as a run of its own). A stage first drops what the series logged
+    before that this run replaces: everything when it starts afresh (training that ``--restart``
+    replaced, or that was interrupted without a checkpoint), the steps after ``resumed_at`` when it
+    resumes from a checkpoint of that step (the resumed run repeats them), so the curves show each
+    step once.
+    Only the main process of a multi-process run writes (``enabled``).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        stage: str,
+        policy: str | None = None,
+        resumed_at: int | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.path = folder / "metrics.jsonl"
+        self.stage, self.policy = stage, policy
         self.writer: Any = None
-        if enabled:
-            folder.mkdir(parents=True, exist_ok=True)
-            from torch.utils.tensorboard import SummaryWriter
+        if not enabled:
+            return
+        series = stage if policy is None else f"{stage}-{policy}"
+        events = folder / series
+        events.mkdir(parents=True, exist_ok=True)
+        self._drop_rows_after(-1 if resumed_at is None else resumed_at)
+        if resumed_at is None:  # the events of training that this run replaces
+            for old in events.glob("events.out.tfevents.*"):
+                old.unlink(missing_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(folder))
+        self.writer = SummaryWriter(str(events), purge_step=None if resumed_at is None else resumed_at + 1)
 
-    def log(self, stage: str, step: int, scalars: dict[str, float]) -> None:
+    def _mine(self, row: dict[str, Any]) -> bool:
+        return row.get("stage") == self.stage and row.get("policy") == self.policy
+
+    def _drop_rows_after(self, step: int) -> None:
+        """Rewrite ``metrics.jsonl`` (atomically) without this series' rows after ``step``; a line a
+        killed run left half-written goes too."""
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text(errors="replace").splitlines()
+        kept = []
+        for line in lines:
+            row = _metric_row(line)
+            at = row.get("step") if row is not None else None
+            replaced = isinstance(at, (int, float)) and at > step and self._mine(row or {})
+            if row is not None and not replaced:
+                kept.append(line)
+        if len(kept) == len(lines):
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
+        row: dict[str, Any] = {"stage": self.stage, **({"policy": self.policy} if self.policy else {})}
         with self.path.open("a") as f:
-            f.write(json.dumps({"stage": stage, "step": step, "time": time.time(), **scalars}) + "\n")
+            f.write(json.dumps({**row, "step": step, "time": time.time(), **scalars}) + "\n")
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
+def _metric_row(line: str) -> dict[str, Any] | None:
+    """One ``metrics.jsonl`` line as a record; None for a blank, half-written or foreign line."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and "stage" in row else None
+
+
 def read_metric_log(folder: Path) -> list[dict[str, Any]]:
+    """The records of ``folder/metrics.jsonl`` (see :class:`MetricLog`), unreadable lines skipped."""
     path = folder / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = (_metric_row(line) for line in path.read_text(errors="replace").splitlines())
+    return [row for row in rows if row is not None]
+
+
+@dataclass
+class Progress:
+    """Where a stage stands; saved in every resume checkpoint."""
+
+    step: int = 0
+    seconds: float = 0.0  # training wall time of earlier runs of this stage plus this one
+
+
+def save_resume(
+    path: Path,
+    cfg: RunConfig,
+    stage: str,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    rng: torch.Tensor,
+    state: Progress,
+) -> None:
+    """An in-progress checkpoint of a single-model stage: weights, Adam state, the sampler's RNG state at
+    the start of the step in progress, and :class:`Progress` (read back by :func:`load_resume`)."""
+    ot, om = optimizer_tensors(opt)
+    meta = {"config": to_dict(cfg), "stage": stage, "step": state.step, "seconds": state.seconds, "opt": om}
+    save_checkpoint(path, {**state_tensors(model, "net."), **ot, "rng": rng}, meta)
+
+
+def load_resume(
+    path: Path,
+    cfg: RunConfig,
+    stage: str,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    arch_keys: tuple[str, ...] = ARCH_KEYS,
+) -> Progress:
+    """Restore model, optimizer and sampler RNG from :func:`save_resume`'s checkpoint (one-line errors)."""
+    tensors, meta = load_checkpoint(path)
+    if meta.get("stage") != stage or "opt" not in meta or "rng" not in tensors:
+        raise CheckpointError(
+            f"'{path}' is not a {stage} resume checkpoint (stage {meta.get('stage')!r}); delete it to start over"
+        )
+    check_same_architecture(cfg, meta, path, arch_keys)
+    load_state(model, tensors, "net.", path)
+    try:
+        load_optimizer(opt, tensors, meta["opt"])
+        gen.set_state(tensors["rng"])
+        state = Progress(step=int(meta["step"]), seconds=float(meta.get("seconds", 0.0)))
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(
+            f"resume checkpoint '{path}' has unusable optimizer/RNG state ({reason}); delete it to start over"
+        ) from None
+    return state
+
+
+def discard(path: Path) -> None:
+    """Delete a checkpoint and its ``.json`` copy (a finished stage's resume checkpoint)."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def save_model(path: Path, model: torch.nn.Module, cfg: RunConfig, **meta: Any) -> None:

@@ -62,16 +62,21 @@ from rovr.models.policy import ActorNet, build_actor, greedy_pair, pair_log_prob
 from rovr.reconstruct import Episodes, reconstruct
 from rovr.train.common import (
     MetricLog,
+    Progress,
     RunDir,
     corrupted_clips,
+    discard,
     load_local,
+    load_resume,
     save_model,
+    save_resume,
     seed_everything,
     setup_torch,
 )
 
 log = logging.getLogger(__name__)
 
+STAGE = "imitation"
 #: Episodes run through Γ together while collecting states and evaluating.
 CHUNK = 16
 #: Corruptions (mask draws) of every training clip: each is a new labelled trajectory, so π sees
@@ -330,12 +335,29 @@ def heldout_eval(
 
 
 def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
-    """Stage 2: imitate the oracle; writes ``policy_imitation.safetensors`` and returns its path."""
+    """Stage 2: imitate the oracle; writes ``policy_imitation.safetensors`` and returns its path.
+
+    Saves ``run.resume("imitation")`` every ``imitation.checkpoint_every`` steps and when interrupted
+    (Ctrl-C); the next run resumes from there. The labelled states are collected again (the same
+    seeds give the same states), so a resumed run ends where an uninterrupted one would.
+    """
     if cfg.k != 2:
         raise RovrError(f"imitation learning is implemented for pairs (k=2); got k={cfg.k}")
     seed_everything(cfg.seed + 2)
     device = setup_torch(cfg)
     net = load_local(run.local, cfg, device)
+    actor = build_actor(cfg.policy, cfg.data.frames).to(device)
+    opt = torch.optim.Adam(actor.parameters(), lr=cfg.imitation.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    state = Progress()
+    resume = run.resume(STAGE)
+    resumed = resume.is_file()
+    if resumed:  # read before the states are collected: a bad file is said at once
+        state = load_resume(resume, cfg, STAGE, actor, opt, gen)
+        for group in opt.param_groups:  # this config's learning rate wins (lowered after a divergence)
+            group["lr"] = cfg.imitation.lr
+        log.info("imitation: resuming from step %d (%s)", state.step, resume)
+
     t0 = time.time()
     clips = ClipSet(cfg.data, "train")  # decoded once, corrupted MASK_VARIANTS times
     train_clips = [  # clip-major: the variants of one clip alternate between the expert and random
@@ -360,62 +382,93 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
         time.time() - t0,
     )
 
-    actor = build_actor(cfg.policy, cfg.data.frames).to(device)
-    opt = torch.optim.Adam(actor.parameters(), lr=cfg.imitation.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    metrics = MetricLog(run.logs)
-    started = time.time()  # the time budget covers the optimisation, not the state collection
-    bar = tqdm(range(cfg.imitation.steps), desc="imitation", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        idx = torch.randint(len(states), (min(cfg.imitation.batch_size, len(states)),), generator=gen)
-        out = actor(*states.inputs(idx, device))
-        logits = out.logits  # (n, T)
-        cov, t = states.coverage[idx].to(device), states.t[idx].to(device)
-        if cfg.imitation.loss == "listwise" and states.cost is not None:
-            q = copy_pair_targets(states.cost[idx].to(device), cfg.imitation.soft)
-            loss = listwise_ce(logits, q, cfg.policy.tau, out.pair_bias)
-        elif cfg.imitation.loss == "listwise":
-            loss = listwise_loss(logits, cov, t, cfg.policy.tau, cfg.imitation.distance_weight)
-        else:
-            loss = bce_loss(logits, cov, t, gen)
-        if not torch.isfinite(loss):
-            raise RovrError(f"imitation diverged at step {step} (loss {loss.item()}); lower imitation.lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == cfg.imitation.steps - 1:
-            val = {
-                f"val/{k}": v for k, v in greedy_stats(actor, val_states, device, tau=cfg.policy.tau).items()
-            }
-            metrics.log("imitation", step, {"imitation/loss": loss.item(), **val})
-            bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{val['val/valid_rate']:.2f}")
-        if cfg.imitation.max_minutes and time.time() - started > 60 * cfg.imitation.max_minutes:
-            log.info(
-                "imitation: time budget of %.1f min reached at step %d", cfg.imitation.max_minutes, step + 1
-            )
-            break
-    bar.close()
+    started = time.perf_counter()  # the time budget covers the optimisation, not the state collection
+    seconds_before = state.seconds
 
-    perceptual = build_perceptual(cfg.metric, device)
-    choosers: list[Chooser] = [
-        PolicyChooser(actor, "imitation", tau=cfg.policy.tau),
-        Random(cfg.seed),
-        Sequential(),
-        CopyOracle(),
-    ]
-    heldout = heldout_eval(choosers, val_clips, net, perceptual, cfg)
-    for name, r in heldout.items():
-        metrics.log("imitation", cfg.imitation.steps, {f"heldout/{name}_{k}": v for k, v in r.items()})
-        log.info(
-            "imitation: %-10s on %s: valid-pair rate %.3f, coverage %.3f, L_P %.4f, hole MSE %.5f",
-            name,
-            val_split,
-            r["valid_rate"],
-            r["coverage"],
-            r["perceptual_loss"],
-            r["hole_mse"],
-        )
-    metrics.close()
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def keep(rng: torch.Tensor) -> None:
+        save_resume(resume, cfg, STAGE, actor, opt, rng, Progress(state.step, elapsed()))
+
+    # a row is logged at the 0-based index of the step just taken: a checkpoint after s steps has rows < s
+    metrics = MetricLog(run.logs, STAGE, resumed_at=state.step - 1 if resumed else None)
+    steps = cfg.imitation.steps
+    bar = tqdm(total=steps, initial=state.step, desc=STAGE, disable=not progress, dynamic_ncols=True)
+    rng = gen.get_state()  # the batch sampler's state at the start of the step in progress
+    updating = False  # True while opt.step() runs: the weights may be half-updated
+    step = state.step
+    try:
+        while state.step < steps:
+            if cfg.imitation.max_minutes and elapsed() > 60 * cfg.imitation.max_minutes:
+                log.info(
+                    "imitation: time budget of %.1f min reached at step %d",
+                    cfg.imitation.max_minutes,
+                    state.step,
+                )
+                break
+            step = state.step
+            rng = gen.get_state()
+            idx = torch.randint(len(states), (min(cfg.imitation.batch_size, len(states)),), generator=gen)
+            out = actor(*states.inputs(idx, device))
+            logits = out.logits  # (n, T)
+            cov, t = states.coverage[idx].to(device), states.t[idx].to(device)
+            if cfg.imitation.loss == "listwise" and states.cost is not None:
+                q = copy_pair_targets(states.cost[idx].to(device), cfg.imitation.soft)
+                loss = listwise_ce(logits, q, cfg.policy.tau, out.pair_bias)
+            elif cfg.imitation.loss == "listwise":
+                loss = listwise_loss(logits, cov, t, cfg.policy.tau, cfg.imitation.distance_weight)
+            else:
+                loss = bce_loss(logits, cov, t, gen)
+            if not torch.isfinite(loss):
+                kept = f"the last checkpoint '{resume}' is kept; " if resume.is_file() else ""
+                raise RovrError(
+                    f"imitation diverged at step {step} (loss {loss.item()}); {kept}lower imitation.lr and rerun"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            updating = True
+            opt.step()
+            state.step += 1
+            updating = False
+            bar.update(1)
+            if step % 50 == 0 or state.step == steps:
+                val = {
+                    f"val/{k}": v
+                    for k, v in greedy_stats(actor, val_states, device, tau=cfg.policy.tau).items()
+                }
+                metrics.log(step, {"imitation/loss": loss.item(), **val})
+                bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{val['val/valid_rate']:.2f}")
+            if state.step % cfg.imitation.checkpoint_every == 0 and state.step < steps:
+                keep(gen.get_state())
+        bar.close()
+        perceptual = build_perceptual(cfg.metric, device)
+        choosers: list[Chooser] = [
+            PolicyChooser(actor, "imitation", tau=cfg.policy.tau),
+            Random(cfg.seed),
+            Sequential(),
+            CopyOracle(),
+        ]
+        heldout = heldout_eval(choosers, val_clips, net, perceptual, cfg)
+        for name, r in heldout.items():
+            metrics.log(cfg.imitation.steps, {f"heldout/{name}_{k}": v for k, v in r.items()})
+            log.info(
+                "imitation: %-10s on %s: valid-pair rate %.3f, coverage %.3f, L_P %.4f, hole MSE %.5f",
+                name,
+                val_split,
+                r["valid_rate"],
+                r["coverage"],
+                r["perceptual_loss"],
+                r["hole_mse"],
+            )
+    except KeyboardInterrupt:
+        if not updating:  # weights, Adam state and step agree: keep them for the next run
+            keep(rng if state.step == step else gen.get_state())
+            log.info("imitation: interrupted at step %d; saved %s, run again to resume", state.step, resume)
+        raise
+    finally:
+        bar.close()
+        metrics.close()
     final = greedy_stats(actor, val_states, device, tau=cfg.policy.tau)
     save_model(
         run.policy("imitation"),
@@ -428,4 +481,5 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
         heldout_split=val_split,
         trained_from={"local": fingerprint(run.local)},
     )
+    discard(resume)
     return run.policy("imitation")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,26 +25,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rovr.checkpoint import (
-    load_checkpoint,
-    load_optimizer,
-    load_state,
-    optimizer_tensors,
-    save_checkpoint,
-    state_tensors,
-)
-from rovr.config import CorruptionConfig, RunConfig, to_dict
+from rovr.config import CorruptionConfig, RunConfig
 from rovr.data.clips import ClipSet
 from rovr.data.corruption import corrupt
-from rovr.errors import CheckpointError, RovrError
+from rovr.errors import RovrError
 from rovr.metrics.perceptual import PerceptualMetric, build_perceptual, lambda_schedule, reconstruction_loss
 from rovr.models.local import LocalNet
 from rovr.train.common import (
     LOCAL_ARCH_KEYS,
     MetricLog,
+    Progress,
     RunDir,
-    check_same_architecture,
+    discard,
+    load_resume,
     save_model,
+    save_resume,
     seed_everything,
     setup_torch,
 )
@@ -169,37 +163,6 @@ def cosine_lr(lr: float, frac: float, floor: float = LR_FLOOR) -> float:
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-@dataclass
-class Progress:
-    """Where the stage stands; saved in every checkpoint."""
-
-    step: int = 0
-    seconds: float = 0.0  # training wall time of earlier runs of this stage plus this one
-
-
-def _load_resume(
-    path: Path, cfg: RunConfig, net: LocalNet, opt: torch.optim.Optimizer, gen: torch.Generator
-) -> Progress:
-    """Restore net, optimizer and sampler RNG from an in-progress checkpoint (one-line errors)."""
-    tensors, meta = load_checkpoint(path)
-    if meta.get("stage") != STAGE or "opt" not in meta or "rng" not in tensors:
-        raise CheckpointError(
-            f"'{path}' is not a {STAGE} resume checkpoint (stage {meta.get('stage')!r}); delete it to start over"
-        )
-    check_same_architecture(cfg, meta, path, LOCAL_ARCH_KEYS)
-    load_state(net, tensors, "net.", path)
-    try:
-        load_optimizer(opt, tensors, meta["opt"])
-        gen.set_state(tensors["rng"])
-        state = Progress(step=int(meta["step"]), seconds=float(meta.get("seconds", 0.0)))
-    except (KeyError, ValueError, TypeError, RuntimeError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(
-            f"resume checkpoint '{path}' has unusable optimizer/RNG state ({reason}); delete it to start over"
-        ) from None
-    return state
-
-
 def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     """Stage 1 (§6.1): train Γ on random conditioning frames; writes and returns ``run.local``.
 
@@ -215,8 +178,9 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed)
     state = Progress()
     resume = run.resume("local")
-    if resume.is_file():
-        state = _load_resume(resume, cfg, net, opt, gen)
+    resumed = resume.is_file()
+    if resumed:
+        state = load_resume(resume, cfg, STAGE, net, opt, gen, LOCAL_ARCH_KEYS)
         log.info("%s: resuming from step %d (%s)", STAGE, state.step, resume)
     seconds_before = state.seconds
     perceptual = build_perceptual(cfg.metric, device)
@@ -232,12 +196,10 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - started
 
-    def save_resume(rng: torch.Tensor) -> None:
-        ot, om = optimizer_tensors(opt)
-        meta = {"config": to_dict(cfg), "stage": STAGE, "step": state.step, "seconds": elapsed(), "opt": om}
-        save_checkpoint(resume, {**state_tensors(net, "net."), **ot, "rng": rng}, meta)
+    def keep(rng: torch.Tensor) -> None:
+        save_resume(resume, cfg, STAGE, net, opt, rng, Progress(state.step, elapsed()))
 
-    metrics = MetricLog(run.logs)
+    metrics = MetricLog(run.logs, STAGE, resumed_at=state.step if resumed else None)
     bar = tqdm(total=pc.steps, initial=state.step, desc=STAGE, disable=not progress, dynamic_ncols=True)
     rng = gen.get_state()  # sampler state at the start of the step in progress
     updating = False  # True while opt.step() runs: the weights may be half-updated
@@ -286,7 +248,7 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
                 window = (now, state.step)
                 if state.step % 100 == 0 or state.step == pc.steps:
                     scalars["local/val_perceptual"] = _val_loss(net, perceptual, val_batch)
-                metrics.log(STAGE, state.step, scalars)
+                metrics.log(state.step, scalars)
                 postfix = {"loss": f"{scalars['local/loss']:.4f}", "λ": f"{lam:.2f}"}
                 if "local/val_perceptual" in scalars:
                     postfix["val"] = f"{scalars['local/val_perceptual']:.4f}"
@@ -294,10 +256,10 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
                     postfix["budget_left"] = f"{max(0.0, 60 * pc.max_minutes - elapsed()):.0f}s"
                 bar.set_postfix(postfix)
             if state.step % pc.checkpoint_every == 0 and state.step < pc.steps:
-                save_resume(gen.get_state())
+                keep(gen.get_state())
     except KeyboardInterrupt:
         if not updating:  # weights, Adam state and step agree: keep them for the next run
-            save_resume(rng)
+            keep(rng)
             log.info("%s: interrupted at step %d; saved %s, run again to resume", STAGE, state.step, resume)
         raise
     finally:
@@ -307,8 +269,7 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     save_model(
         run.local, net, cfg, stage=STAGE, step=state.step, seconds=state.seconds, perceptual=perceptual.name
     )
-    resume.unlink(missing_ok=True)
-    resume.with_suffix(".json").unlink(missing_ok=True)
+    discard(resume)
     log.info("%s: %d steps, %.0f s of training, Γ saved to %s", STAGE, state.step, state.seconds, run.local)
     return run.local
 

@@ -76,6 +76,7 @@ from rovr.train.common import (
     MetricLog,
     RunDir,
     check_same_architecture,
+    discard,
     load_local,
     load_model,
     save_model,
@@ -636,7 +637,6 @@ class Trainer:
             raise RovrError(f"no training clips in '{cfg.data.source}'; add videos or lower data.frames")
         self.rng = np.random.default_rng([cfg.seed, dist.rank()])  # reseeded every iteration
         self.iteration = 0
-        self.metrics = MetricLog(run.logs, enabled=dist.is_main())
 
     def reseed(self, iteration: int) -> None:
         """Episodes, actions and minibatches of ``iteration`` on this rank depend on (seed, rank, iteration) only."""
@@ -704,11 +704,11 @@ class Trainer:
             meta[key] = om
         save_checkpoint(self.run.resume(self.name), tensors, meta)
 
-    def try_resume(self) -> None:
-        """Continue from ``resume_<policy>.safetensors`` if it exists (every rank reads it)."""
+    def try_resume(self) -> bool:
+        """Continue from ``resume_<policy>.safetensors`` if it exists (every rank reads it); whether it did."""
         path = self.run.resume(self.name)
         if not path.is_file():
-            return
+            return False
         tensors, meta = load_checkpoint(path)
         check_same_architecture(self.cfg, meta, path)
         learner = self.learner
@@ -726,6 +726,7 @@ class Trainer:
                 group["lr"] = self.local_lr if key == "opt_local" else self.cfg.ppg.lr
         self.iteration = int(meta["iteration"])
         log.info("ppg: resuming %s from iteration %d (%s)", self.name, self.iteration, path)
+        return True
 
     # -- the loop ------------------------------------------------------------------------------------
     def train(self) -> Path:
@@ -739,7 +740,14 @@ class Trainer:
         self.trained_from = {"local": fingerprint(self.run.local)}
         if self.cfg.ppg.warm_start:
             self.trained_from["imitation"] = fingerprint(self.run.policy("imitation"))
-        self.try_resume()
+        resumed = self.try_resume()
+        self.metrics = MetricLog(
+            self.run.logs,
+            "ppg",
+            self.name,
+            resumed_at=self.iteration if resumed else None,
+            enabled=dist.is_main(),
+        )
         started = time.time()
         bar = tqdm(
             total=cfg.iterations,
@@ -768,7 +776,7 @@ class Trainer:
                     if stop:
                         break
                 aux = self.learner.auxiliary_phase(batches)  # auxiliary phase
-                self.metrics.log("ppg", self.iteration, dist.mean_scalars(aux))
+                self.metrics.log(self.iteration, dist.mean_scalars(aux))
                 self.save_resume()
         except (Diverged, InvalidLogitsError) as e:
             raise self.diverged(str(e)) from None
@@ -788,8 +796,7 @@ class Trainer:
             )
             if self.opt_local is not None:
                 save_model(self.run.tuned_local(self.name), self.net, self.cfg, stage="ppg")
-            self.run.resume(self.name).unlink(missing_ok=True)
-            self.run.resume(self.name).with_suffix(".json").unlink(missing_ok=True)
+            discard(self.run.resume(self.name))
         dist.barrier()  # the policy file exists on every rank's return
         return self.run.policy(self.name)
 
@@ -797,7 +804,7 @@ class Trainer:
         """Average the iteration's statistics over ranks; rank 0 logs them and updates the bar."""
         stats = dist.mean_scalars(stats)
         stats["charts/SPS"] = samples_per_s * dist.world_size()
-        self.metrics.log("ppg", self.iteration, stats)
+        self.metrics.log(self.iteration, stats)
         bar.update(1)
         bar.set_postfix(
             ret=f"{stats['charts/episodic_return']:.3f}", valid=f"{stats['charts/valid_rate']:.2f}"
