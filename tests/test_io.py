@@ -244,6 +244,33 @@ def test_sound_that_cannot_be_carried_keeps_the_video(
     assert "\n" not in warnings[0] and leftovers(tmp_path) == []
 
 
+def test_a_numbered_folder_that_skips_numbers_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dropped frame in an exported sequence is read as consecutive frames: rovr says so (frames and
+    masks folders), once per folder; names that are not one numbered pattern say nothing."""
+    P = lambda *names: [Path(n) for n in names]  # noqa: E731
+    assert io.numbering_gap(P("f_1.png", "f_2.png", "f_5.png", "f_7.png")) == ("f_2.png", "f_5.png", 3)
+    assert io.numbering_gap(P("00000.jpg", "00001.jpg", "00002.jpg")) is None
+    assert io.numbering_gap(P("a1.png", "b3.png")) is None  # two patterns
+    assert io.numbering_gap(P("f1.png", "f3.jpg")) is None
+    frames = smooth_frames(4, 8, 8)
+    for folder in ("frames", "masks"):
+        (tmp_path / folder).mkdir()
+        for n, number in enumerate((0, 1, 2, 4)):
+            Image.fromarray(frames[n]).save(tmp_path / folder / f"{number:05d}.png")
+    with caplog.at_level(logging.WARNING, logger="rovr.video.io"):
+        assert io.read_video(tmp_path / "frames").shape[0] == 4
+        io.probe(tmp_path / "frames")
+        assert io.read_masks(tmp_path / "masks", 4, 8, 8).shape == (4, 8, 8)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith(
+        f"frame folder '{tmp_path / 'frames'}' skips numbers ('00002.png' is followed by"
+    )
+    assert "1 number(s) missing" in said[0] and said[1].startswith("mask folder")
+
+
 def test_png_folder_round_trip_is_lossless_and_naturally_sorted(tmp_path: Path) -> None:
     frames = smooth_frames(4, 16, 24)
     assert io.write_frames(tmp_path / "f", frames) == 4

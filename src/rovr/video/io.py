@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -98,6 +98,46 @@ def list_images(folder: PathLike) -> list[Path]:
         if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
     ]
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+_NUMBERED = re.compile(r"^(.*?)([0-9]+)([^0-9]*)$")
+_GAPS_SAID: set[Path] = set()
+
+
+def numbering_gap(files: Sequence[Path]) -> tuple[str, str, int] | None:
+    """(name before, name after, frames missing) of the first jump in the numbering of ``files`` (sorted
+    naturally), when all their names are one pattern with a number (``frame_0007.png``); else None."""
+    parts = [_NUMBERED.match(f.stem) for f in files]
+    if len(files) < 2 or not all(parts):
+        return None
+    if len({(m.group(1), m.group(3), f.suffix.lower()) for m, f in zip(parts, files) if m}) != 1:
+        return None
+    numbers = [int(m.group(2)) for m in parts if m]
+    for n, (a, b) in enumerate(zip(numbers, numbers[1:])):
+        if b - a > 1:
+            missing = sum(max(0, y - x - 1) for x, y in zip(numbers, numbers[1:]))
+            return files[n].name, files[n + 1].name, missing
+    return None
+
+
+def _say_gaps(folder: Path, files: Sequence[Path], what: str) -> None:
+    """Warn once per folder and process that a numbered sequence skips numbers (read as consecutive)."""
+    gap = numbering_gap(files)
+    key = folder.resolve()
+    if gap is None or key in _GAPS_SAID:
+        return
+    _GAPS_SAID.add(key)
+    before, after, missing = gap
+    log.warning(
+        "%s folder '%s' skips numbers ('%s' is followed by '%s'; %d number(s) missing in all): its %d "
+        "images are read as consecutive frames",
+        what,
+        folder,
+        before,
+        after,
+        missing,
+        len(files),
+    )
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
@@ -313,6 +353,7 @@ def probe(path: PathLike) -> VideoInfo:
             )
         width, height = _image_size(images[0])
         _check_size(images[0], width, height)
+        _say_gaps(p, images, "frame")
         info = VideoInfo(p, len(images), FOLDER_FPS, width, height)
     elif p.is_file():
         idx = _index(p)
@@ -402,6 +443,7 @@ def _mask_files(path: Path, num_frames: int, height: int, width: int) -> list[Pa
         files = list_images(path)
         if not files:
             raise DataError(f"mask folder '{path}' holds no images; put one PNG mask per frame in it")
+        _say_gaps(path, files, "mask")
         if len(files) != num_frames:
             raise DataError(
                 f"mask folder '{path}' has {len(files)} masks but the video has {num_frames} frames; "
