@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ENV = {**os.environ, "PYTHONWARNINGS": "default", "OMP_NUM_THREADS": "1"}
 
@@ -96,6 +97,9 @@ def test_bad_data_is_refused_before_anything_is_written_or_loaded(tmp_path: Path
         (("demo", "--quick", "--out", str(blocker / "t")), str(blocker)),
         (("reproduce", "table2", "--eval-data", str(tmp_path / "nope"), "--out", str(tmp_path / "t")), "does not exist"),
     ]  # fmt: skip
+    if not torch.cuda.is_available():  # a GPU the machine lacks: before config.yaml, Fig. 1 or a stage
+        cases += [((*cmd, "--device", "cuda", "--out", str(tmp_path / "t")), "no CUDA GPU")
+                  for cmd in (("train",), ("imitate",), ("reproduce", "table2"), ("demo", "--quick"))]  # fmt: skip
     for args, needle in cases:
         res = rovr(*args, "--no-progress")
         assert_one_line_error(res, needle)

@@ -568,3 +568,65 @@ def test_copy_pair_costs_by_hand() -> None:
     assert bool(torch.isinf(cost0.diagonal()).all()) and float(cost0[1, 2]) == 0.0
     pair = CopyOracle().choose(Episodes([clip0], net, None, k=2, cell=8))[0]
     assert pair[0] != pair[1] and 0 not in pair.tolist()
+
+
+def test_reproduce_table2_names_seeds_and_combines_parallel_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed folders are named by their training seed, so parallel `--seeds 1 --set seed=S` processes into
+    one --out write different folders, and each combines every seed evaluated with its settings; a rerun
+    trains and evaluates nothing again; a seed of other settings is left out."""
+    from rovr import pipeline
+    from test_ppg import tiny_config
+
+    out = tmp_path / "t2"
+    extra = ("eval.brute_force=false", "eval.max_clips=1", "ppg.iterations=1", "ppg.n_pi=1")
+    first = pipeline.reproduce_table2(tiny_config(*extra), out, seeds=1, progress=False)
+    assert first["training_seeds"] == 1 and (out / "seed_0" / "eval" / "report.json").is_file()
+    second = pipeline.reproduce_table2(tiny_config(*extra, "seed=1"), out, seeds=1, progress=False)
+    assert second["training_seeds"] == 2 and sorted(second["runs"]) == [
+        str(out / "seed_0"),
+        str(out / "seed_1"),
+    ]
+    assert json.loads((out / "report.json").read_text())["training_seeds"] == 2
+
+    def no_evaluation(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an unchanged seed was evaluated again")
+
+    monkeypatch.setattr("rovr.evaluate.evaluate_run", no_evaluation)
+    again = pipeline.reproduce_table2(tiny_config(*extra), out, seeds=2, progress=False)
+    assert again["table2"] == second["table2"]
+    # a seed folder evaluated with other settings is not averaged in
+    report = json.loads((out / "seed_1" / "eval" / "report.json").read_text())
+    report["config"]["ppg"]["lr"] = 1.0
+    (out / "seed_1" / "eval" / "report.json").write_text(json.dumps(report))
+    monkeypatch.undo()
+    alone = pipeline.reproduce_table2(tiny_config(*extra), out, seeds=1, progress=False)
+    assert alone["training_seeds"] == 1
+
+
+def test_a_policy_on_episodes_of_another_cell_is_one_clear_line() -> None:
+    """Episodes default to cell=32; the demo's policy reads 16-px cells: say what to pass, not a shape."""
+    from rovr.conditioning import PolicyChooser
+    from rovr.models.policy import PolicyConfig, build_actor
+
+    clip = corrupt(np.full((6, 32, 32, 3), 100, np.uint8), CorruptionConfig(min_valid_pairs=0), seed=0)
+    net = LocalNet(LocalNetConfig(base_channels=8, depth=1), 2)
+    chooser = PolicyChooser(build_actor(PolicyConfig(cell=16, channels=8, hidden=16), 6), "imitation")
+    with pytest.raises(
+        RovrError, match=r"cells of 16 px .* cell=32; build them with Episodes\(\.\.\., cell="
+    ):
+        reconstruct(Episodes([clip], net, None, k=2), chooser)
+    assert reconstruct(Episodes([clip], net, None, k=2, cell=16), chooser).video.shape[1] == 6
+
+
+def test_rule_baselines_pick_these_frames_by_hand() -> None:
+    """sequential: t−1, t−2 (the start takes later frames); nearest: t−1, t+1 (the ends the two nearest)."""
+    from types import SimpleNamespace
+
+    def picks(name: str, t: int, n: int = 6) -> list[int]:
+        episodes = SimpleNamespace(t=t, num_frames=n, k=2, batch_size=1, device=torch.device("cpu"))
+        return make_baseline(name).choose(episodes)[0].tolist()  # type: ignore[arg-type]
+
+    assert [picks("sequential", t) for t in (0, 1, 3, 5)] == [[1, 2], [0, 2], [1, 2], [3, 4]]
+    assert [picks("nearest", t) for t in (0, 1, 3, 5)] == [[1, 2], [0, 2], [2, 4], [3, 4]]

@@ -389,7 +389,7 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     shutil.copytree(run_dir, run)
 
     def restored(policy: str) -> np.ndarray:
-        restore_video(video, masks, tmp_path / "out.mp4", run, policy=policy)
+        restore_video(str(video), str(masks), str(tmp_path / "out.mp4"), str(run), policy=policy)  # or str
         return np.stack(CapturingWriter.frames)
 
     before = {p: restored(p) for p in ("imitation", "rovr_flow_warm")}
@@ -1024,6 +1024,8 @@ BAD = {
     "checkpoints of another T": _std("--checkpoint", "{d}/mixed"),
     "run without Γ": _std("--checkpoint", "{d}/nogamma"),
     "unknown policy": _std("--policy", "nonsense"),
+    "policy that needs the original": _std("--policy", "oracle_copy"),
+    "brute force": _std("--policy", "brute_force"),
     "output under a file": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/afile/o.mp4"],
     "output is a folder": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{d}/dir.mp4"],
     "output not mp4": ["restore", "{d}/v.mp4", "--masks", "{d}/masks", "-o", "{od}/o.avi"],

@@ -74,10 +74,11 @@ def _out(args: argparse.Namespace, cfg: RunConfig) -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rovr.evaluate import check_evaluation_data, evaluate_run, markdown_table1, markdown_table2
     from rovr.pipeline import plan_training, train_all
-    from rovr.train.common import check_writable, prepare_run
+    from rovr.train.common import check_device, check_writable, prepare_run
 
     extra = QUICK if args.quick else []
     cfg = _config(args, "demo", extra)
+    check_device(cfg)  # before the data notices
     out = Path(args.out)
     started = time.time()
     if args.no_eval_data and args.eval_data:

@@ -3,6 +3,8 @@
 Baselines of paper §7 and the usual choices of video in-painting systems:
 
 * ``sequential`` — t−1, t−2 (autoregressive, vid2vid); early targets take the nearest frames that exist.
+* ``nearest`` — the k frames nearest the target on both sides: t−1, t+1 for pairs (what PPG drifts
+  to on the synthetic clips; the strongest rule of thumb here).
 * ``random`` — a uniform pair of other frames.
 * ``stride`` — nearest neighbours plus strided global references (as STTN / E2FGVI pick them).
 * ``oracle_best`` / ``oracle_worst`` — highest / lowest coverage from the exact oracle (§4).
@@ -63,6 +65,18 @@ class Sequential:
         prev = list(range(t - 1, max(-1, t - 1 - k), -1))
         rest = [i for i in nearest_frames(t, n) if i > t][: k - len(prev)]
         return _full(episodes, sorted(prev + rest))
+
+
+class Nearest:
+    """The k frames nearest the target, earlier first on ties: t−1, t+1 (at the ends, the two nearest)."""
+
+    name = "nearest"
+
+    def reset(self, episodes: Episodes) -> None:
+        pass
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        return _full(episodes, sorted(nearest_frames(episodes.t, episodes.num_frames)[: episodes.k]))
 
 
 class Random:
@@ -247,7 +261,13 @@ class BruteForce:
 
 
 class PolicyChooser:
-    """A learned actor (paper §5.2.1): greedy top-k of its logits, or a Gumbel top-k sample."""
+    """A learned actor (paper §5.2.1): its greedy choice, or a Gumbel top-k sample at ``tau``.
+
+    Greedy is the top-k of the logits, or for an actor with a pair term (the pointer policy, k = 2)
+    the mode of its pair distribution at ``tau`` (:func:`rovr.models.policy.greedy_pair`) — so pass
+    the τ the policy was trained at: :func:`rovr.train.common.load_policy` reads it from the
+    checkpoint (a PPG policy records ``ppg.tau``). The episodes' ``cell`` must be the policy's.
+    """
 
     def __init__(
         self, actor: torch.nn.Module, name: str, sample: bool = False, tau: float = 0.7, seed: int = 0
@@ -256,6 +276,12 @@ class PolicyChooser:
         self.generator = torch.Generator().manual_seed(seed)
 
     def reset(self, episodes: Episodes) -> None:
+        cell = getattr(self.actor, "cell", None)
+        if cell is not None and episodes.cell != cell:
+            raise RovrError(
+                f"policy '{self.name}' reads frames in cells of {cell} px but the episodes were built with "
+                f"cell={episodes.cell}; build them with Episodes(..., cell=cfg.policy.cell)"
+            )
         self.actor.eval()
 
     @torch.no_grad()
@@ -273,13 +299,25 @@ class PolicyChooser:
         return logits.topk(episodes.k, dim=1).indices.sort(dim=1).values
 
 
-BASELINES = ("sequential", "random", "stride", "oracle_best", "oracle_worst", "oracle_copy", "brute_force")
+BASELINES = (
+    "sequential",
+    "nearest",
+    "random",
+    "stride",
+    "oracle_best",
+    "oracle_worst",
+    "oracle_copy",
+    "brute_force",
+)
+#: Baselines that score pairs against the original video (evaluation only: a user's video has none).
+NEEDS_ORIGINAL = frozenset({"oracle_copy", "brute_force"})
 
 
 def make_baseline(name: str, seed: int = 0) -> Chooser:
     """A baseline chooser by its Table 2 name."""
     table: dict[str, Chooser] = {
         "sequential": Sequential(),
+        "nearest": Nearest(),
         "random": Random(seed),
         "stride": Stride(),
         "oracle_best": Oracle(best=True),

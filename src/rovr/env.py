@@ -6,7 +6,10 @@ freshly initialised Γ (for API checks); pass ``local_checkpoint=`` (a ``local.s
 with one episode; :class:`VectorVideoReconstructionEnv` batches B episodes through the same code.
 
 * Observation: ``{"video": uint8 (3, G·c, G·c), "target": uint8 (3, c, c), "t": int}`` — the tiled
-  low-res current video (reconstructed frames before t, corrupted ones after) and the low-res target.
+  low-res video and the low-res target, as :meth:`~rovr.reconstruct.Episodes.observation` gives them:
+  the corrupted frames (``condition_on="observed"``, what the trainers use), or with
+  ``condition_on="current"`` the paper's current video (reconstructed frames before t, corrupted
+  ones after).
 * Action: an index into the ``C(T−1, k)`` sets of frames other than the target (lexicographic order
   over the other frames; :meth:`VideoReconstructionEnv.action_to_frames` maps it). Every element of
   the action space is a valid action.

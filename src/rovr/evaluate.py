@@ -58,7 +58,7 @@ TABLE1_POLICIES: dict[str, str] = {
 """Table 1 row name → the baseline chooser that produces it."""
 LEARNED_POLICIES = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
 """Learned policies a full run trains (``policy_<name>.safetensors`` in the run folder)."""
-TABLE2_BASELINES = ("sequential", "random", "stride", "oracle_best", "oracle_copy", "brute_force")
+TABLE2_BASELINES = ("sequential", "nearest", "random", "stride", "oracle_best", "oracle_copy", "brute_force")
 TABLE2_ORDER = LEARNED_POLICIES + TABLE2_BASELINES
 """Row order of Table 2 (DESIGN.md names); other names follow in the order given."""
 TABLE2_METRICS = ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed", "coverage", "valid_rate")
@@ -786,9 +786,16 @@ def evaluation_clips(
     from rovr.train.common import corrupted_clips
 
     if data is None or _same_source(str(data), cfg.data.source):
-        return corrupted_clips(cfg, "test", seed, limit), f"{cfg.data.source} (test split)"
+        return corrupted_clips(cfg, "test", seed, limit), evaluation_source(cfg, data)
     _check_exists(data)  # the rest (a file, no videos) the folder's own scan refuses
-    return folder_clips(cfg, Path(data).expanduser(), seed, limit), f"{data} (all videos)"
+    return folder_clips(cfg, Path(data).expanduser(), seed, limit), evaluation_source(cfg, data)
+
+
+def evaluation_source(cfg: RunConfig, data: str | Path | None) -> str:
+    """What :func:`evaluation_clips` evaluates on, as the report names it (``datasets.source``)."""
+    if data is None or _same_source(str(data), cfg.data.source):
+        return f"{cfg.data.source} (test split)"
+    return f"{data} (all videos)"
 
 
 def _check_exists(data: str | Path) -> None:

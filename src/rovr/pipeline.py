@@ -231,8 +231,9 @@ def plan_training(
     """The (stage, config) pairs ``rovr train`` runs in ``out``, every stage checked
     (:func:`check_stage_state`) before the run folder is touched; finished ones are logged (``say``)
     as skipped."""
-    from rovr.train.common import check_run_architecture
+    from rovr.train.common import check_device, check_run_architecture
 
+    check_device(cfg)
     check_run_architecture(cfg, out)  # another architecture's folder is named as such first
     todo: list[tuple[str, RunConfig]] = []
     for stage in STAGES:
@@ -273,8 +274,13 @@ def reproduce_table2(
 ) -> dict[str, Any]:
     """Train the three ablations for ``seeds`` training seeds and evaluate each seed's run.
 
-    Each seed is a full run folder ``out/seed_<s>`` (its own Γ, imitation policy and three PPG
-    policies); the Table 2 rows are then averaged over training seeds (mean ± std across seeds).
+    Each training seed S (``cfg.seed`` … ``cfg.seed + seeds − 1``) is a full run folder
+    ``out/seed_<S>`` (its own Γ, imitation policy and three PPG policies). Finished stages are skipped
+    and a seed whose run is unchanged since its evaluation keeps that evaluation, so rerunning the
+    command costs seconds. The Table 2 rows are averaged over training seeds (mean ± std across
+    seeds) — over this command's seeds and every other ``seed_<S>`` folder in ``out`` evaluated with
+    the same settings, so seeds trained by parallel processes (``--seeds 1 --set seed=S``, one
+    ``--out``) are combined by whichever finishes last, or by rerunning the command.
     """
     from rovr.evaluate import check_evaluation_data, combine_seed_reports, evaluate_run
 
@@ -285,9 +291,53 @@ def reproduce_table2(
     for s in range(seeds):
         c = dataclasses.replace(cfg, seed=cfg.seed + s)
         runs = ablations(c)
-        res = train_all(runs[0], out / f"seed_{s}", progress, policies=runs[1:])
-        ev = evaluate_run(
-            res.run.root, out / f"seed_{s}" / "eval", cfg=c, data=data, seeds=1, timing=res.timing
-        )
-        reports.append(ev.report)
+        folder = out / f"seed_{c.seed}"
+        res = train_all(runs[0], folder, progress, policies=runs[1:])
+        report = None if res.timing else _evaluated(folder, c, data, same_seed=True)
+        if report is not None:
+            log.info("seed %d: the run is unchanged since its evaluation; kept %s", c.seed, folder / "eval")
+        else:
+            report = evaluate_run(
+                folder, folder / "eval", cfg=c, data=data, seeds=1, timing=res.timing
+            ).report
+        reports.append(report)
+    ours = {cfg.seed + s for s in range(seeds)}
+    for folder in sorted(out.glob("seed_*"), key=lambda f: f.name):
+        seed = folder.name.removeprefix("seed_")
+        if seed.isdigit() and int(seed) not in ours:
+            other = _evaluated(folder, dataclasses.replace(cfg, seed=int(seed)), data, same_seed=False)
+            if other is not None:
+                log.info("Table 2 also averages %s (seed %s, evaluated with these settings)", folder, seed)
+                reports.append(other)
     return combine_seed_reports(reports, out)
+
+
+#: Settings that do not change what a seed's evaluation measures.
+_EVAL_FREE = FREE_KEYS | {"device", "threads"}
+
+
+def _evaluated(folder: Path, cfg: RunConfig, data: str | None, same_seed: bool) -> dict[str, Any] | None:
+    """The report of ``folder/eval`` if it evaluated ``folder``'s current checkpoints, trained and
+    evaluated with ``cfg`` (its seed aside unless ``same_seed``), on ``data`` with one corruption seed."""
+    import json
+
+    from rovr.config import to_dict
+    from rovr.evaluate import evaluation_source
+
+    path = folder / "eval" / "report.json"
+    try:
+        report = json.loads(path.read_text())
+        checkpoints = [f.stat().st_mtime for f in folder.glob("*.safetensors")]
+        evaluated_at = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or not checkpoints or max(checkpoints) > evaluated_at:
+        return None
+    datasets = report.get("datasets") or {}
+    if datasets.get("source") != evaluation_source(cfg, data) or len(datasets.get("seeds") or []) != 1:
+        return None
+    theirs, mine = _flat(report.get("config"), ""), _flat(to_dict(cfg), "")
+    free = {f".{key}" for key in _EVAL_FREE | ({"seed"} if not same_seed else set())}
+    if any(theirs.get(k) != mine.get(k) for k in set(theirs) | set(mine) if k not in free):
+        return None
+    return report

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from rovr.checkpoint import atomic_write_json
-from rovr.conditioning import Chooser, PolicyChooser, make_baseline
+from rovr.conditioning import NEEDS_ORIGINAL, Chooser, PolicyChooser, make_baseline
 from rovr.config import RunConfig, config_from_dict, read_yaml
 from rovr.data.corruption import Corrupted, apply_masks
 from rovr.errors import CheckpointError, DataError, RovrError
@@ -258,13 +258,19 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
     With no trained policy in the run, the coverage oracle of the user's masks picks the frames
     (``oracle_best``; it needs only the masks, no ground truth).
     """
+    usable = "pass --policy sequential, nearest, stride, random or oracle_best, or a policy the run trained"
+    if policy in NEEDS_ORIGINAL:
+        raise RovrError(
+            f"--policy {policy} scores frames against the original video under the holes, which a video to "
+            f"restore does not have (it is an evaluation baseline); {usable}"
+        )
     if policy and not run.policy(policy).is_file():
         try:
             return make_baseline(policy)
         except ValueError:
             raise RovrError(
                 f"run '{run.root}' has no policy '{policy}' (no {run.policy(policy).name}) and it is not a "
-                "baseline; train it or pass --policy sequential, stride, random or oracle_best"
+                f"baseline; train it or {usable}"
             ) from None
     names = [policy] if policy else [p for p in PREFERRED if run.policy(p).is_file()]
     if not names:
@@ -384,12 +390,12 @@ def box_mask(boxes: Sequence[tuple[int, int, int, int]], height: int, width: int
 
 
 def restore_video(
-    video: Path,
-    masks: Path | None,
-    out: Path,
-    checkpoint: Path,
+    video: str | Path,
+    masks: str | Path | None,
+    out: str | Path,
+    checkpoint: str | Path,
     policy: str | None = None,
-    report: Path | None = None,
+    report: str | Path | None = None,
     dilate: int = 0,
     on_frames: Callable[[int], None] | None = None,
     batch: int | None = None,
@@ -409,7 +415,8 @@ def restore_video(
     a video of the masks (white = hole; :func:`rovr.video.io.iter_masks`); None with ``boxes``.
     ``boxes``: rectangles ``"X,Y,W,H"`` (or (x, y, w, h)) in pixels that are holes in every frame —
     a logo, a watermark, a time stamp — added to ``masks`` where both are given.
-    ``out`` is an H.264 mp4 of the input's size and frame rate (missing folders are created); only
+    ``out`` is an H.264 mp4 of the input's size and frame rate, or a folder (no ``.mp4`` suffix) that
+    gets one lossless PNG per frame (missing folders are created); only
     hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
     conditioning frames of every frame. ``on_frames(n)`` is called once with 0 when the input has been
     checked and the work begins, then after every n frames written.
@@ -429,7 +436,7 @@ def restore_video(
     (default: :func:`copy_threads`).
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
-    video, out = Path(video), Path(out)
+    video, out, checkpoint = Path(video), Path(out), Path(checkpoint)
     masks = Path(masks) if masks is not None else None
     report = Path(report) if report is not None else None
     if masks is None and not boxes:

@@ -498,7 +498,7 @@ class Actor(nn.Module):
 
     def __init__(self, cfg: PolicyConfig, num_frames: int) -> None:
         super().__init__()
-        self.num_frames = num_frames
+        self.num_frames, self.cell = num_frames, cfg.cell
         self.trunk = _PaperTrunk(cfg, num_frames)
         self.policy_head = _head(nn.Linear(cfg.hidden, num_frames - 1), 0.01)  # one logit per candidate slot
         self.aux_value_head = _head(nn.Linear(cfg.hidden, 1), 1.0)
@@ -526,7 +526,7 @@ class Critic(nn.Module):
 
     def __init__(self, cfg: PolicyConfig, num_frames: int) -> None:
         super().__init__()
-        self.num_frames = num_frames
+        self.num_frames, self.cell = num_frames, cfg.cell
         self.trunk = _PaperTrunk(cfg, num_frames)
         self.value_head = _head(nn.Linear(cfg.hidden, 1), 1.0)
 

@@ -139,6 +139,7 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
     architecture, a bad data folder, or (with ``stage``) a stage whose earlier stages' checkpoints are
     missing or of another architecture is refused first, in one line, with nothing written."""
     run = RunDir(Path(root))
+    check_device(cfg)
     check_run_architecture(cfg, run.root)
     if run.config.is_file():  # replaced below: only if it is a rovr config
         from rovr.config import read_yaml
@@ -233,9 +234,24 @@ def setup_torch(cfg: RunConfig) -> torch.device:
         keep_freed_memory()
     if cfg.threads > 0:  # more threads than CPUs only contend (and thousands fail to start)
         torch.set_num_threads(min(cfg.threads, os.cpu_count() or 1))
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available; use --set device=cpu")
+    check_device(cfg)
     return torch.device(cfg.device)
+
+
+def check_device(cfg: RunConfig) -> None:
+    """Refuse a CUDA device this machine does not have (one line), before a command writes anything."""
+    if not cfg.device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device '{cfg.device}' was requested but no CUDA GPU is available; use --device cpu"
+        )
+    index = cfg.device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device '{cfg.device}' was requested but this machine has {torch.cuda.device_count()} CUDA "
+            f"GPU(s) (cuda:0 … cuda:{torch.cuda.device_count() - 1}); choose one of them"
+        )
 
 
 def corrupted_clips(cfg: RunConfig, split: str, seed: int, limit: int = 0) -> list[Corrupted]:
