@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from rovr.video.io import write_video
 
 ENV = {**os.environ, "PYTHONWARNINGS": "default", "OMP_NUM_THREADS": "1"}
 
@@ -107,6 +110,19 @@ def test_bad_data_is_refused_before_anything_is_written_or_loaded(tmp_path: Path
         assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1, (args, res.stderr)
         assert res.stdout == "", (args, res.stdout)
         assert not (tmp_path / "t").exists(), args
+
+
+def test_an_out_inside_the_evaluation_data_is_refused_before_training(tmp_path: Path) -> None:
+    """`rovr demo` / `rovr reproduce` with --out inside their --eval-data folder: refused up front (the
+    demo wrote its first report there, and reproduce trained every stage, before saying so)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    frames = (np.random.default_rng(0).random((12, 32, 32, 3)) * 255).astype(np.uint8)
+    write_video(data / "clip.mp4", frames, 8.0)
+    for cmd in (("demo", "--quick"), ("reproduce", "table2")):
+        res = rovr(*cmd, "--eval-data", str(data), "--out", str(data / "run"), "--no-progress")
+        assert_one_line_error(res, "lies inside the data folder")
+        assert res.stdout == "" and not (data / "run").exists(), cmd
 
 
 def test_evaluate_checks_data_and_out_before_the_work(tmp_path: Path) -> None:

@@ -120,3 +120,26 @@ def test_ppg_under_torchrun_keeps_ranks_identical(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["losses/teacher_ce"] > 0 for r in rows)
     assert len(list(run.logs.rglob("events.out.tfevents.*"))) == 1  # rank 0's, in logs/ppg-rovr_flow_warm
+
+
+def test_under_torchrun_only_train_policy_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`torchrun … rovr train` trained Γ and the imitation policy on every rank, each writing the same
+    files; now a stage other than train-policy that is still to run is refused, before anything is written."""
+    from rovr.errors import ConfigError
+    from rovr.pipeline import check_stage_state
+    from rovr.train.common import RunDir
+    from test_ppg import make_run, tiny_config
+
+    cfg = tiny_config()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    empty = RunDir(tmp_path / "empty")
+    for stage in ("pretrain-local", "imitate"):
+        with pytest.raises(
+            ConfigError, match=f"only train-policy runs on several processes; {stage} is not done"
+        ):
+            check_stage_state(cfg, empty, stage, restart=False, alone=False)
+    run = make_run(tmp_path / "run", cfg)  # Γ and imitation done: rovr train goes on to PPG
+    assert not check_stage_state(cfg, run, "pretrain-local", restart=False, alone=False)
+    assert not check_stage_state(cfg, run, "imitate", restart=False, alone=False)
+    assert check_stage_state(cfg, run, "train-policy", restart=False, alone=False)
+    assert not empty.root.exists()

@@ -480,7 +480,9 @@ def test_evaluate_run_with_a_learned_policy(tmp_path: Path) -> None:
     assert (tmp_path / "eval" / "fig6_imitation.png").is_file()
 
 
-def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(tmp_path: Path) -> None:
+def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With local_<policy>.safetensors (PPG with ppg.train_local) that policy's rows use it, the others
     and Table 1 stage 1's Γ; the report says so."""
     from rovr.models.policy import build_actor
@@ -516,6 +518,14 @@ def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(tmp_path: Path) 
         "local_rovr_flow_warm.safetensors"
     )
     assert "(`--local`)" in (tmp_path / "control" / "report.md").read_text()
+    # the run's file wins over a file of that name in the working directory, and is stored whole
+    monkeypatch.chdir(tmp_path)
+    save_model(tmp_path / "local_rovr_flow_warm.safetensors", LocalNet(cfg.local, cfg.k), cfg, stage="x")
+    again = evaluate_run(
+        run.root, tmp_path / "again", brute_force=False, local="local_rovr_flow_warm.safetensors"
+    ).report
+    assert again["table2"] == control["table2"]
+    assert again["local"] == str((run.root / "local_rovr_flow_warm.safetensors").resolve())
     with pytest.raises(RovrError, match="--local 'nope.safetensors' is neither") as err:
         evaluate_run(run.root, tmp_path / "bad", local="nope.safetensors")
     assert "\n" not in str(err.value)
@@ -529,6 +539,26 @@ def test_evaluate_run_skips_an_unreadable_policy(tmp_path: Path) -> None:
     assert "rovr_flow_warm" not in ev.report["policies"]["missing"]
     assert "rovr_flow_warm" not in [r["policy"] for r in ev.report["table2"]]
     assert "Skipped `rovr_flow_warm`" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_a_new_report_replaces_the_earlier_ones_files(tmp_path: Path) -> None:
+    """A policy gone from the run: its Fig. 6 grid of the earlier report in --out goes too (it stayed,
+    beside a report without that policy); files rovr did not write stay."""
+    from rovr.models.policy import build_actor
+    from rovr.train.common import RunDir, save_model
+
+    cfg = _tiny_run(tmp_path / "run")
+    for name in ("imitation", "rovr_flow_warm"):
+        save_model(RunDir(tmp_path / "run").policy(name), build_actor(cfg.policy, cfg.data.frames), cfg)
+    evaluate_run(tmp_path / "run", tmp_path / "eval", brute_force=False)
+    assert (tmp_path / "eval" / "fig6_rovr_flow_warm.png").is_file()
+    (tmp_path / "eval" / "notes.txt").write_text("mine")
+    (tmp_path / "run" / "policy_rovr_flow_warm.safetensors").unlink()
+    ev = evaluate_run(tmp_path / "run", tmp_path / "eval", brute_force=False)
+    assert "rovr_flow_warm" in ev.report["policies"]["missing"]
+    assert not (tmp_path / "eval" / "fig6_rovr_flow_warm.png").exists()
+    assert (tmp_path / "eval" / "fig6_imitation.png").is_file()
+    assert (tmp_path / "eval" / "notes.txt").read_text() == "mine"
 
 
 def test_copy_pair_costs_by_hand() -> None:

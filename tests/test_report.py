@@ -222,3 +222,21 @@ def test_html_report(tmp_path: Path, clip: Corrupted) -> None:
     lpips = dict(report, metric={"perceptual": "lpips-vgg", "flow": "dis"})
     assert "weight-free fallback" not in write_html(tmp_path, lpips, {}, {}, {}).read_text()
     _no_temp_files(tmp_path)
+
+
+def test_summary_names_the_best_policy_that_does_not_peek() -> None:
+    """oracle_copy ranks pairs against the original: the summary's "uses neither the oracle nor the
+    original" line must not name it (it did)."""
+    from rovr.report import _summary_html
+
+    rows = [
+        {"policy": name, "perceptual_loss": loss, "gap_closed": 0.5}
+        for name, loss in (
+            ("brute_force", 0.04),
+            ("oracle_copy", 0.05),
+            ("oracle_best", 0.055),
+            ("imitation", 0.06),
+        )
+    ]
+    line = next(li for li in _summary_html({"table2": rows}).split("<li>") if "Lowest" in li)
+    assert "imitation (0.0600" in line

@@ -72,7 +72,13 @@ def _out(args: argparse.Namespace, cfg: RunConfig) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rovr.evaluate import check_evaluation_data, evaluate_run, markdown_table1, markdown_table2
+    from rovr.evaluate import (
+        check_evaluation_data,
+        check_out_beside_data,
+        evaluate_run,
+        markdown_table1,
+        markdown_table2,
+    )
     from rovr.pipeline import plan_training, train_all
     from rovr.train.common import check_device, check_writable, prepare_run
 
@@ -88,6 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     check_writable(out, "run folder", "--out", folder=True)
     for folder in eval_dirs:  # refused now, not after the training and the first evaluation
+        check_out_beside_data(out, folder)
         check_evaluation_data(cfg, folder, args.eval_seeds)
     plan_training(
         cfg, out, args.restart, say=False
@@ -281,7 +288,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     cfg = _config(args, "demo")
     report = reproduce_table2(
-        cfg, Path(args.out), seeds=args.seeds, progress=not args.no_progress, data=args.eval_data
+        cfg,
+        Path(args.out),
+        seeds=args.seeds,
+        progress=not args.no_progress,
+        data=args.eval_data,
+        restart=args.restart,
     )
     print(markdown_table2(report["table2"]))
     print(f"\nreport: {Path(args.out) / 'report.json'}")
@@ -508,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", default="runs/table2", help="output folder (default: runs/table2)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="retrain every stage of these seeds instead of skipping finished ones",
+    )
     p.add_argument("--eval-data", help="evaluate on this folder instead of the held-out split")
     return parser
 

@@ -805,18 +805,33 @@ def _check_exists(data: str | Path) -> None:
 
 #: The report files of `rovr evaluate`: a folder holding one that an evaluation did not write is refused.
 REPORT_FILES = ("report.json", "report.md", "report.html")
+#: Everything an evaluation writes into its --out: a new report replaces the earlier one's set.
+REPORT_OUTPUTS = (
+    *REPORT_FILES,
+    "fig1_masked.png",
+    "fig3_heatmaps.png",
+    "fig6_*.png",
+    "learning_curves.png",
+    "before_after.mp4",
+)
 
 
-def check_report_folder(out: Path, data: str | Path | None) -> None:
-    """Refuse (one line) an --out folder inside the data folder (its figures and video would be read
-    as data by the next evaluation of it), or one holding files of the report's names that an
-    evaluation did not write (a report.json without Table 2): they would be replaced."""
+def check_out_beside_data(out: Path, data: str | Path | None) -> None:
+    """Refuse (one line) an --out folder inside the data folder: its videos and figures would be read
+    as data by the next evaluation of it (``rovr demo`` and ``rovr reproduce`` check before training)."""
     if data is not None and Path(data).expanduser().is_dir():
         if out.resolve().is_relative_to(Path(data).expanduser().resolve()):
             raise RovrError(
                 f"--out '{out}' lies inside the data folder '{data}' (its video and figures would be read "
                 "as data next time); choose another --out"
             )
+
+
+def check_report_folder(out: Path, data: str | Path | None) -> None:
+    """Refuse (one line) an --out folder inside the data folder (its figures and video would be read
+    as data by the next evaluation of it), or one holding files of the report's names that an
+    evaluation did not write (a report.json without Table 2): they would be replaced."""
+    check_out_beside_data(out, data)
     if not out.is_dir():
         return
     ours = [p.name for p in out.iterdir() if p.name in REPORT_FILES]
@@ -940,7 +955,8 @@ def evaluate_run(
 
     gamma = run.local
     if local is not None:
-        gamma = Path(local) if Path(local).is_file() else run.root / local
+        # a name of the run folder first (`--local local_rovr_flow_warm.safetensors`), then a path as given
+        gamma = (run.root / local if (run.root / local).is_file() else Path(local).expanduser()).resolve()
         if not gamma.is_file():
             raise RovrError(
                 f"--local '{local}' is neither a file nor a file of run folder '{run.root}'; "
@@ -1058,8 +1074,15 @@ def evaluate_run(
         fig_paths = {k: v for k, v in files.items() if k.startswith(("fig", "learning"))}
         files["report_html"] = figures.write_html(stage, report, fig_paths, videos, to_dict(cfg))
         files.update(videos)
-        for f in sorted(stage.iterdir()):
+        # an earlier report's own files that this one does not have (a policy no longer in the run)
+        earlier = {f.name for pattern in REPORT_OUTPUTS for f in out.glob(pattern)}
+        if not (out / "report.json").is_file():
+            earlier = set()
+        written = sorted(stage.iterdir())
+        for f in written:
             os.replace(f, out / f.name)
+        for name in sorted(earlier - {f.name for f in written}):
+            (out / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     files = {k: out / v.name for k, v in files.items()}

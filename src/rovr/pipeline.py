@@ -132,6 +132,14 @@ def check_stage_state(cfg: RunConfig, run: RunDir, stage: str, restart: bool, al
                 "`rovr train --restart`"
             )
         return False
+    from rovr.train import dist
+
+    if stage != "train-policy" and dist.launched():  # every rank would train (and write) its own copy
+        raise ConfigError(
+            f"under torchrun only train-policy runs on several processes; {stage} is not done in "
+            f"'{run.root}': train it in one process first (`rovr {stage} --out {run.root}` with the same "
+            "settings, or `rovr train`), then rerun this torchrun command"
+        )
     resume = stage_resume(cfg, run, stage)
     if resume.is_file() and not restart:
         diffs = config_differences(cfg, resume, stage, resume=True)
@@ -270,29 +278,35 @@ def ablations(cfg: RunConfig) -> list[RunConfig]:
 
 
 def reproduce_table2(
-    cfg: RunConfig, out: Path, seeds: int = 3, progress: bool = True, data: str | None = None
+    cfg: RunConfig,
+    out: Path,
+    seeds: int = 3,
+    progress: bool = True,
+    data: str | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Train the three ablations for ``seeds`` training seeds and evaluate each seed's run.
 
     Each training seed S (``cfg.seed`` … ``cfg.seed + seeds − 1``) is a full run folder
     ``out/seed_<S>`` (its own Γ, imitation policy and three PPG policies). Finished stages are skipped
     and a seed whose run is unchanged since its evaluation keeps that evaluation, so rerunning the
-    command costs seconds. The Table 2 rows are averaged over training seeds (mean ± std across
+    command costs seconds (``restart``: every stage of these seeds is trained again). The Table 2 rows are averaged over training seeds (mean ± std across
     seeds) — over this command's seeds and every other ``seed_<S>`` folder in ``out`` evaluated with
     the same settings, so seeds trained by parallel processes (``--seeds 1 --set seed=S``, one
     ``--out``) are combined by whichever finishes last, or by rerunning the command.
     """
-    from rovr.evaluate import check_evaluation_data, combine_seed_reports, evaluate_run
+    from rovr.evaluate import check_evaluation_data, check_out_beside_data, combine_seed_reports, evaluate_run
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 training seed (got {seeds})")
-    check_evaluation_data(cfg, data)  # refused now, not after the first seed's training
+    check_out_beside_data(out, data)  # refused now, not after the first seed's training
+    check_evaluation_data(cfg, data)
     reports = []
     for s in range(seeds):
         c = dataclasses.replace(cfg, seed=cfg.seed + s)
         runs = ablations(c)
         folder = out / f"seed_{c.seed}"
-        res = train_all(runs[0], folder, progress, policies=runs[1:])
+        res = train_all(runs[0], folder, progress, restart=restart, policies=runs[1:])
         report = None if res.timing else _evaluated(folder, c, data, same_seed=True)
         if report is not None:
             log.info("seed %d: the run is unchanged since its evaluation; kept %s", c.seed, folder / "eval")

@@ -36,9 +36,14 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched() -> bool:
+    """True in a process torchrun started as one of several (before or after the group is joined)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_from_env(device: torch.device) -> None:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise do nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if not launched() or dist.is_initialized():
         return
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
