@@ -613,6 +613,10 @@ def test_reproduce_table2_names_seeds_and_combines_parallel_ones(
     extra = ("eval.brute_force=false", "eval.max_clips=1", "ppg.iterations=1", "ppg.n_pi=1")
     first = pipeline.reproduce_table2(tiny_config(*extra), out, seeds=1, progress=False)
     assert first["training_seeds"] == 1 and (out / "seed_0" / "eval" / "report.json").is_file()
+    with pytest.raises(
+        RovrError, match=r"holds the runs of `rovr reproduce` \(1\): pass one of them, e.g. '.*seed_0'"
+    ):
+        evaluate_run(out, tmp_path / "e")  # the top folder (it said: train Γ first)
     second = pipeline.reproduce_table2(tiny_config(*extra, "seed=1"), out, seeds=1, progress=False)
     assert second["training_seeds"] == 2 and sorted(second["runs"]) == [
         str(out / "seed_0"),

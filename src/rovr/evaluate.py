@@ -918,7 +918,14 @@ def evaluate_run(
     from rovr.config import config_from_dict, read_yaml, to_dict
     from rovr.metrics.flow import build_flow
     from rovr.metrics.perceptual import build_perceptual
-    from rovr.train.common import RunDir, load_local, make_folder, read_metric_log, setup_torch
+    from rovr.train.common import (
+        RunDir,
+        load_local,
+        make_folder,
+        no_gamma_advice,
+        read_metric_log,
+        setup_torch,
+    )
 
     started = time.perf_counter()
     run = RunDir(Path(run_dir))
@@ -927,7 +934,8 @@ def evaluate_run(
         raise RovrError(f"run folder '{run.root}' {what}; pass the --out folder of a `rovr train` run")
     if not run.local.is_file():
         raise RovrError(
-            f"run folder '{run.root}' has no local.safetensors; train Γ first with `rovr pretrain-local`"
+            f"run folder '{run.root}' has no local.safetensors; "
+            + no_gamma_advice(run.root, "train Γ first with `rovr pretrain-local`")
         )
     if cfg is None:
         if not run.config.is_file():

@@ -48,7 +48,7 @@ from rovr.errors import CheckpointError, DataError, RovrError
 from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
-from rovr.train.common import RunDir, check_writable, load_local, load_policy
+from rovr.train.common import RunDir, check_writable, load_local, load_policy, no_gamma_advice
 from rovr.video.io import (
     MIN_FRAMES,
     FrameWriter,
@@ -236,14 +236,14 @@ def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
             "or pass --checkpoint RUN"
         )
     if not run.config.is_file():
+        advice = "pass --checkpoint RUN, the --out of `rovr train` or `rovr demo`"
         raise CheckpointError(
-            f"'{checkpoint}' is not a rovr run folder (no config.yaml); pass --checkpoint RUN, the --out of "
-            "`rovr train` or `rovr demo`"
+            f"'{checkpoint}' is not a rovr run folder (no config.yaml); {no_gamma_advice(run.root, advice)}"
         )
     if not run.local.is_file():
+        advice = "train it with `rovr demo` or `rovr train`, or pass --checkpoint RUN"
         raise CheckpointError(
-            f"run folder '{checkpoint}' has no trained Γ ({run.local.name}); train it with `rovr demo` or "
-            "`rovr train`, or pass --checkpoint RUN"
+            f"run folder '{checkpoint}' has no trained Γ ({run.local.name}); {no_gamma_advice(run.root, advice)}"
         )
     cfg = config_from_dict(read_yaml(run.config))
     if cfg.device != "cpu" and not torch.cuda.is_available():

@@ -238,6 +238,15 @@ def setup_torch(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def no_gamma_advice(root: Path, advice: str) -> str:
+    """What to do about a run folder without Γ: ``advice``, or for the top folder of `rovr reproduce`
+    (runs in ``seed_<S>``) to pass one of its runs."""
+    runs = sorted(p.parent for p in root.glob("seed_*/local.safetensors"))
+    if runs:
+        return f"it holds the runs of `rovr reproduce` ({len(runs)}): pass one of them, e.g. '{runs[0]}'"
+    return advice
+
+
 def check_device(cfg: RunConfig) -> None:
     """Refuse a CUDA device this machine does not have (one line), before a command writes anything."""
     if not cfg.device.startswith("cuda"):
