@@ -343,6 +343,43 @@ def test_gray_binary_and_jpeg_masks(tmp_path: Path) -> None:
         np.testing.assert_array_equal(io.read_masks(tmp_path / name, 1, 6, 8)[0], a > 0, err_msg=name)
 
 
+def test_transparent_masks(tmp_path: Path) -> None:
+    hole = np.zeros((6, 8), bool)
+    hole[1:3, 2:5] = True
+    cases = {}
+    white_strokes = np.zeros((6, 8, 4), np.uint8)  # white, opaque strokes on a clear black layer
+    white_strokes[hole] = 255
+    cases["white_strokes"] = white_strokes
+    white_clear = np.full((6, 8, 4), 255, np.uint8)  # clear pixels that are white underneath
+    white_clear[~hole, 3] = 0
+    cases["white_clear"] = white_clear
+    black_strokes = np.zeros((6, 8, 4), np.uint8)  # strokes in the alpha channel only
+    black_strokes[hole, 3] = 200
+    cases["black_strokes"] = black_strokes
+    for name, a in cases.items():
+        Image.fromarray(a, mode="RGBA").save(tmp_path / f"{name}.png")
+        np.testing.assert_array_equal(io.read_masks(tmp_path / f"{name}.png", 1, 6, 8)[0], hole, err_msg=name)
+    gray_alpha = np.stack([np.zeros((6, 8), np.uint8), np.where(hole, 255, 0).astype(np.uint8)], -1)
+    Image.fromarray(gray_alpha, mode="LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(io.read_masks(tmp_path / "la.png", 1, 6, 8)[0], hole)
+    opaque_black = np.zeros((6, 8, 4), np.uint8)  # no transparency and nothing non-zero: no hole
+    opaque_black[..., 3] = 255
+    Image.fromarray(opaque_black, mode="RGBA").save(tmp_path / "none.png")
+    assert not io.read_masks(tmp_path / "none.png", 1, 6, 8).any()
+
+
+def test_a_damaged_png_frame_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "f"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+    data = (d / "1.png").read_bytes()
+    (d / "1.png").write_bytes(data[: len(data) // 2])  # cut short: OpenCV warns before failing
+    with pytest.raises(DataError, match="1.png' is not a readable image"):
+        io.read_video(d)
+    assert "WARN" not in capfd.readouterr().err
+
+
 def test_single_mask_image_applies_to_every_frame(tmp_path: Path) -> None:
     a = np.zeros((5, 7), np.uint8)
     a[2, 3] = 1

@@ -7,7 +7,9 @@ folder has no frame rate of its own; it is reported as :data:`FOLDER_FPS` (24). 
 
 Masks: a folder of per-frame images or one image used for every frame; a pixel is a hole where the
 image is non-zero (palette images: a non-zero palette index). JPEG masks are lossy, so there a hole
-is a value >= 128.
+is a value >= 128. In an image with transparency the hole is where it is non-zero *and* not
+transparent; one whose opaque pixels are all black (strokes painted into the alpha channel of an
+editor's layer) is a hole wherever it is not transparent.
 
 Outputs: H.264 mp4 (libx264) and PNG. Every write goes to a temporary file beside the target and is
 renamed over it only when complete, so a crash never leaves a half-written file under the real name.
@@ -54,6 +56,10 @@ MAX_SIDE = 8192
 """Largest accepted width or height in pixels."""
 
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError)
+
+# OpenCV's own warnings ("PNG input buffer is incomplete") would precede the one-line DataError of a
+# damaged frame; the error says it
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 PathLike = str | os.PathLike[str]
 
@@ -413,7 +419,8 @@ def read_video(path: PathLike, start: int = 0, count: int | None = None) -> np.n
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    """One mask image -> bool (H, W), True = hole (non-zero; JPEG: >= 128)."""
+    """One mask image -> bool (H, W), True = hole (non-zero; JPEG: >= 128; see the module docstring
+    for transparency)."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -427,7 +434,10 @@ def _read_mask(path: Path) -> np.ndarray:
                 thr = 128 if im.format == "JPEG" else 1
                 hole = (colour >= thr).any(axis=-1)
                 if mode != "RGB":
-                    hole &= a[..., -1] > 0
+                    shown = a[..., -1] > 0
+                    hole &= shown
+                    if not hole.any() and not shown.all():  # black strokes on a transparent layer
+                        hole = shown
             else:
                 hole = np.asarray(im.convert("L")) != 0
     except (OSError, UnidentifiedImageError, ValueError):
