@@ -60,6 +60,14 @@ def test_truncated_and_missing_files_are_one_line_errors(tmp_path: Path) -> None
         load_checkpoint(tmp_path / "nope.safetensors")
 
 
+def test_the_json_copy_names_its_weights_file(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "c.safetensors", {"w": torch.ones(2)}, {"step": 1})
+    with pytest.raises(
+        CheckpointError, match=r"c.json' is a copy of the metadata of .*c.safetensors'; pass that"
+    ):
+        load_checkpoint(tmp_path / "c.json")
+
+
 def test_metadata_travels_inside_the_weights_file(tmp_path: Path) -> None:
     """The weights file holds its metadata, so a process killed between writing it and its .json
     (or a lost .json) still leaves a consistent checkpoint; the .json is a copy for people."""

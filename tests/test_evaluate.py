@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rovr.conditioning import make_baseline
-from rovr.config import CorruptionConfig, DataConfig, EvalConfig, MetricConfig, RunConfig
+from rovr.config import CorruptionConfig, DataConfig, EvalConfig, MetricConfig, RunConfig, read_run_config
 from rovr.data.corruption import Corrupted, corrupt
 from rovr.errors import RovrError
 from rovr.evaluate import (
@@ -360,6 +362,35 @@ def test_combine_seed_reports(tmp_path: Path) -> None:
     assert combined["table1"][0]["n_frames"] == 8 and combined["timing"] == {"eval": 4.0}
     assert json.loads((tmp_path / "report.json").read_text()) == combined
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
+    assert "datasets" not in combined and "seed_reports" not in combined
+
+    # runs of two training seeds evaluated on the same clips (rovr reproduce): the 4 frames count once
+    reports, folders = [], []
+    for i, (loss, spread) in enumerate(((0.2, 0.02), (0.4, 0.04))):
+        r = report(loss, 0.1)
+        r["table1"][0]["loss_std"] = spread
+        r["datasets"] = {"source": "videos (test split)", "clips": 1, "frames": 4, "seeds": [0]}
+        folders.append(tmp_path / f"seed_{i}" / "eval")
+        folders[-1].mkdir(parents=True)
+        reports.append(r)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folders[0] / "fig3_heatmaps.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folders[0] / "fig6_imitation.png")
+    out = tmp_path / "combined"
+    combined = combine_seed_reports(reports, out, folders)
+    (t1,) = combined["table1"]
+    values = np.concatenate([m + s * np.array([-1.5, -0.5, 0.5, 1.5]) / np.std([-1.5, -0.5, 0.5, 1.5], ddof=1)
+                             for m, s in ((0.2, 0.02), (0.4, 0.04))])  # fmt: skip
+    assert t1["loss_mean"] == pytest.approx(values.mean()) and t1["loss_std"] == pytest.approx(
+        values.std(ddof=1)
+    )
+    assert t1["n_frames"] == 4
+    assert t1["ci95"] == pytest.approx(3.182446305 * values.std(ddof=1) / 2)  # t(0.975, 3) · std / √4
+    assert combined["datasets"] == reports[0]["datasets"]
+    assert combined["seed_reports"] == ["../seed_0/eval/report.html", "../seed_1/eval/report.html"]
+    page = (out / "report.html").read_text()
+    assert page.count("<img") == 2 and "Fig. 3" in page and "href='../seed_1/eval/report.html'" in page
+    assert "Mean ± std over 2 training seeds" in page
+    assert "over 2 training seeds" in (out / "report.md").read_text()
 
 
 # ----------------------------------------------------------------------------- rovr evaluate
@@ -428,7 +459,27 @@ def test_evaluate_run_end_to_end(tmp_path: Path) -> None:
     assert {p.name: (p.stat().st_ino, p.read_bytes()) for p in out.iterdir()} == before  # not even rewritten
 
 
-def test_evaluate_run_on_a_user_folder_uses_every_video(tmp_path: Path) -> None:
+def test_evaluate_cli_no_progress_drops_only_the_row_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rovr.cli import main
+
+    _tiny_run(tmp_path / "run")
+    for flag, rows in (((), 4), (("--no-progress",), 0)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="rovr"):
+            args = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "eval")]
+            assert main([*args, "--no-brute-force", "--max-clips", "1", *flag]) == 0
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum(line.startswith("table 2: ") for line in lines) >= rows, (flag, lines)
+        if flag:
+            assert not any(line.startswith("table 2: ") for line in lines), lines
+            assert any(line.startswith("evaluation written to") for line in lines), lines
+
+
+def test_evaluate_run_on_a_user_folder_uses_every_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rovr.video.io import write_video
 
     run = tmp_path / "run"
@@ -437,8 +488,11 @@ def test_evaluate_run_on_a_user_folder_uses_every_video(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for name in ("a", "b", "c"):
         write_video(data / f"{name}.mp4", rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8), fps=8)
-    ev = evaluate_run(run, tmp_path / "eval", data=data, max_clips=0, brute_force=False)
-    assert ev.report["datasets"]["clips"] == 3 and "all videos" in ev.report["datasets"]["source"]
+    monkeypatch.chdir(tmp_path)  # relative paths are stored whole: the report is read from anywhere
+    ev = evaluate_run("run", "eval", data="videos", max_clips=0, brute_force=False)
+    assert ev.report["datasets"]["clips"] == 3
+    assert ev.report["datasets"]["source"] == f"{data.resolve()} (all videos)"
+    assert ev.report["run"] == str(run.resolve())
     assert "brute_force" not in [r["policy"] for r in ev.report["table2"]]
     assert ev.report["table2"][0]["gap_closed"] is None  # no brute-force row: no gap to close
 
@@ -465,6 +519,15 @@ def test_evaluate_run_errors(tmp_path: Path) -> None:
     with pytest.raises(RovrError, match="inside the data folder"):
         evaluate_run(tmp_path / "run", data / "eval", data=data)
     assert list(data.iterdir()) == []
+    cfg = read_run_config(tmp_path / "run" / "config.yaml")  # a test split without videos
+    cfg.data.test_fraction = 0
+    with pytest.raises(
+        RovrError, match="test split of .* holds no videos .*data.test_fraction=0.*--data DIR"
+    ):
+        evaluate_run(tmp_path / "run", tmp_path / "eval", cfg=cfg)
+    (tmp_path / "run" / "config.yaml").write_text("")  # emptied by hand: not the defaults' shape error
+    with pytest.raises(RovrError, match=r"config.yaml' is empty; put back the settings"):
+        evaluate_run(tmp_path / "run", tmp_path / "eval")
 
 
 def test_evaluate_run_with_a_learned_policy(tmp_path: Path) -> None:
@@ -623,6 +686,13 @@ def test_reproduce_table2_names_seeds_and_combines_parallel_ones(
         str(out / "seed_1"),
     ]
     assert json.loads((out / "report.json").read_text())["training_seeds"] == 2
+    # the combined page shows the first seed's figures and links each seed's own report
+    assert second["seed_reports"] == ["seed_0/eval/report.html", "seed_1/eval/report.html"]
+    assert (
+        second["datasets"]["clips"] == 1 and second["table1"][0]["n_frames"] == first["table1"][0]["n_frames"]
+    )
+    page = (out / "report.html").read_text()
+    assert "Fig. 3" in page and "Fig. 6" in page and "href='seed_1/eval/report.html'" in page
 
     def no_evaluation(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("an unchanged seed was evaluated again")

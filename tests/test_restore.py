@@ -1055,6 +1055,7 @@ BAD = {
     "malformed box": ["restore", "{d}/v.mp4", "--box", "1,2,3", "-o", "{o}"],
     "empty box": _std("--box", "4,4,0,5"),
     "box past the frame": ["restore", "{d}/v.mp4", "--box", "30,20,11,4", "-o", "{o}"],
+    "box left of the frame": ["restore", "{d}/v.mp4", "--box", "-5,3,10,10", "-o", "{o}"],
 }
 
 
@@ -1091,6 +1092,14 @@ def test_bad_input_with_the_progress_bar_on_is_still_one_line(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("rovr: error:"), err
+
+
+def test_a_negative_box_gets_the_box_message(
+    inputs: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse reads "-5,3,10,10" as an option ("expected one argument"); the box's own check says why."""
+    assert main(bad_args("box left of the frame", inputs, run_dir, tmp_path / "out")) == 2
+    assert "--box '-5,3,10,10' is not X,Y,W,H in whole pixels (left, top >= 0" in capsys.readouterr().err
 
 
 def test_range_error_names_what_was_passed(

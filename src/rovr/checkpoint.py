@@ -83,6 +83,11 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def _load(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     meta_path = path.with_suffix(".json")
+    weights_path = path.with_suffix(".safetensors")
+    if path.suffix != ".safetensors" and weights_path.is_file():
+        raise CheckpointError(
+            f"'{path}' is a copy of the metadata of checkpoint '{weights_path}'; pass that file instead"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint '{path}' does not exist; train that stage first or pass another path"

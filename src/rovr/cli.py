@@ -206,18 +206,24 @@ def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rovr.evaluate import evaluate_run, markdown_table1, markdown_table2
+    from rovr.evaluate import evaluate_run, markdown_table1, markdown_table2, progress_log
 
-    ev = evaluate_run(
-        args.checkpoint,
-        args.out,
-        data=args.data,
-        seeds=args.seeds,
-        max_clips=args.max_clips,
-        brute_force=False if args.no_brute_force else None,
-        local=args.local,
-        threads=args.threads,
-    )
+    level = progress_log.level
+    if args.no_progress:
+        progress_log.setLevel(logging.WARNING)
+    try:
+        ev = evaluate_run(
+            args.checkpoint,
+            args.out,
+            data=args.data,
+            seeds=args.seeds,
+            max_clips=args.max_clips,
+            brute_force=False if args.no_brute_force else None,
+            local=args.local,
+            threads=args.threads,
+        )
+    finally:
+        progress_log.setLevel(level)
     print(markdown_table1(ev.report["table1"]))
     print()
     print(markdown_table2(ev.report["table2"]))
@@ -322,12 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def add(
-        name: str, help: str, handler: Callable[[argparse.Namespace], int], progress: bool = True
+        name: str, help: str, handler: Callable[[argparse.Namespace], int], progress: str = "no progress bars"
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(handler=handler)
-        if progress:
-            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--no-progress", action="store_true", help=progress)
         return p
 
     p = add(
@@ -397,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         "Table 1 and Table 2 of a trained run on any data → report.json, report.md, report.html",
         cmd_evaluate,
-        progress=False,
+        progress="no line per Table 2 row and seed as they are computed",
     )
     p.add_argument(
         "--checkpoint", required=True, metavar="RUN", help="run folder of `rovr train` / `rovr demo`"
@@ -545,7 +550,20 @@ AFTER_INTERRUPT = {
 }
 
 
+def _joined_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--box -5,3,10,10`` as ``--box=-5,3,10,10``: argparse reads a value that starts with '-' as an
+    option and says only "expected one argument"; joined, the value reaches its own check and message."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--box" and re.fullmatch(r"-[\d.]*(,[-\d.]*)*", arg) and "," in arg:
+            out[-1] = f"--box={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _joined_negative_values(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C right at start-up

@@ -432,3 +432,15 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """RunConfig from a full dict (e.g. the JSON metadata of a checkpoint)."""
     return from_dict(RunConfig, data)
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """The config.yaml a run folder was trained with; an empty one is refused (its defaults are not
+    what the run's checkpoints were trained with, and would only fail later as a shape mismatch)."""
+    data = read_yaml(path)
+    if not data:
+        raise ConfigError(
+            f"run config '{path}' is empty; put back the settings the run was trained with (every "
+            'checkpoint\'s .json beside it holds them under "config") or train the run again'
+        )
+    return config_from_dict(data)

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from rovr.models.local import LocalNet
 
 log = logging.getLogger(__name__)
+#: The line per Table 2 row and seed, `rovr evaluate`'s progress (``--no-progress`` silences it).
+progress_log = logging.getLogger(f"{__name__}.progress")
 
 TABLE1_POLICIES: dict[str, str] = {
     "best": "oracle_best",
@@ -396,7 +398,7 @@ def table2(
                 device=device,
                 batch_size=batch_size,
             )
-            log.info(
+            progress_log.info(
                 "table 2: %s, seed %d: L_P %.4f (%.1f s)",
                 name,
                 seed,
@@ -608,6 +610,12 @@ def markdown_table2(rows: Sequence[Mapping[str, Any]]) -> str:
     return _markdown(*table2_cells(rows))
 
 
+def table2_spread(report: Mapping[str, Any]) -> str:
+    """What Table 2's ± is over: corruption seeds of one run, or the runs of several training seeds."""
+    n = report.get("training_seeds")
+    return f"{n} training seeds (each run's mean over its corruption seeds)" if n else "corruption seeds"
+
+
 def metric_note(perceptual_name: str) -> str:
     """One sentence on the perceptual backend, saying so when the weight-free fallback was used."""
     if perceptual_name == FALLBACK_PERCEPTUAL:
@@ -632,10 +640,16 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     if report.get("table1_peers"):
         parts += ["\nClassical peers (no Γ, nothing learned):\n", markdown_table1(report["table1_peers"])]
     parts += [
-        "\n## Table 2 — policies (mean ± std over seeds)\n",
-        "PSNR and SSIM are over hole pixels only. Gap closed: (L_random − L_policy) / (L_random − L_brute_force).\n",
+        f"\n## Table 2 — policies (mean ± std over {table2_spread(report)})\n",
+        "PSNR and SSIM are over hole pixels only. Gap closed: (L_random − L_policy) / (L_random − L_brute_force), "
+        "per seed, then averaged.\n",
         markdown_table2(report["table2"]),
     ]
+    if report.get("training_seeds"):
+        parts.append("\n" + " ".join(report.get("notes") or []) + "\n")
+    if report.get("seed_reports"):
+        links = ", ".join(f"[{p}]({p})" for p in report["seed_reports"])
+        parts.append(f"\nEach training seed's own report, with its figures: {links}.\n")
     policies = report.get("policies") or {}
     if policies.get("missing"):
         parts.append(f"\nNot in this run (not evaluated): {', '.join(policies['missing'])}.\n")
@@ -657,10 +671,14 @@ def markdown_report(report: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------- combining runs
 
 
-def pool_table1_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One Table 1 row from rows of the same policy over disjoint frame sets (exact pooled mean/std/CI).
+def pool_table1_rows(rows: Sequence[Mapping[str, Any]], same_frames: bool = False) -> dict[str, Any]:
+    """One Table 1 row from rows of the same policy (exact pooled mean/std/CI).
 
     Pooled std: √(Σ[(n_i − 1) s_i² + n_i (m_i − m)²] / (N − 1)); hole PSNR/SSIM: frame-weighted means.
+    The rows hold disjoint frame sets (N = Σ n_i frames), or with ``same_frames`` the same n frames
+    each (runs of several training seeds evaluated on one test set): then the mean and std pool all
+    N values but the frames are counted once, n, for ``n_frames`` and the 95 % CI (t_{0.975, n−1} ·
+    std / √n), which N would make narrower than n distinct frames can support.
     """
     from scipy.stats import t as student_t
 
@@ -673,7 +691,10 @@ def pool_table1_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     total = float(n.sum())
     mean = float((n * m).sum() / total)
     std = math.sqrt(float(((n - 1) * s**2 + n * (m - mean) ** 2).sum()) / (total - 1)) if total > 1 else 0.0
-    ci = float(student_t.ppf(0.975, total - 1)) * std / math.sqrt(total) if total > 1 else math.nan
+    if same_frames and (n != n[0]).any():
+        raise ValueError("pool_table1_rows(same_frames=True) needs rows over the same number of frames")
+    frames = float(n[0]) if same_frames else total
+    ci = float(student_t.ppf(0.975, frames - 1)) * std / math.sqrt(frames) if frames > 1 else math.nan
 
     def weighted(key: str) -> float:
         pairs = [(w, float(r[key])) for w, r in zip(n, rows) if r.get(key) is not None]
@@ -683,34 +704,62 @@ def pool_table1_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "policy": rows[0]["policy"],
         "loss_mean": mean,
         "loss_std": std,
-        "n_frames": int(total),
+        "n_frames": int(frames),
         "ci95": ci,
         "hole_psnr": weighted("hole_psnr"),
         "hole_ssim": weighted("hole_ssim"),
     }
 
 
-def combine_seed_reports(reports: Sequence[Mapping[str, Any]], out_dir: str | Path) -> dict[str, Any]:
+#: The figure files of an evaluation folder → their keys in :func:`rovr.report.write_html`.
+_FIGURE_FILES = {
+    "fig1_masked.png": "fig1",
+    "fig3_heatmaps.png": "fig3",
+    "learning_curves.png": "learning_curves",
+}
+
+
+def evaluation_figures(folder: str | Path) -> dict[str, Path]:
+    """The figures an evaluation wrote into ``folder`` (keys as :func:`rovr.report.write_html` takes)."""
+    folder = Path(folder)
+    found = {key: folder / name for name, key in _FIGURE_FILES.items() if (folder / name).is_file()}
+    fig6 = {f"fig6_{f.stem.removeprefix('fig6_')}": f for f in sorted(folder.glob("fig6_*.png"))}
+    return {**found, **fig6}
+
+
+def combine_seed_reports(
+    reports: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    folders: Sequence[str | Path] | None = None,
+) -> dict[str, Any]:
     """Combine the reports of runs trained with different seeds → ``out_dir``/report.json, .md, .html.
 
     Table 2: per policy, mean and std over the runs of each run's (seed-averaged) metrics; ``seeds`` is
     the number of runs that hold the policy. Table 1 and its peers: frames pooled over the runs
-    (:func:`pool_table1_rows`). Timing: summed per stage.
+    (:func:`pool_table1_rows`; runs evaluated on the same clips count their frames once). Timing:
+    summed per stage. ``folders``: the evaluation folder of each report, in order; the page shows the
+    first one's figures and links every one's report.html (``seed_reports``).
     """
     from rovr import report as figures
 
     if not reports:
         raise ValueError("combine_seed_reports needs at least one report")
+    if folders is not None and len(folders) != len(reports):
+        raise ValueError("combine_seed_reports: one evaluation folder per report")
     metric = dict(reports[0]["metric"])
     if any(dict(r["metric"]) != metric for r in reports):
         raise ValueError("cannot combine reports made with different metric backends")
+    datasets = [r.get("datasets") for r in reports]
+    same_data = bool(datasets[0]) and all(d == datasets[0] for d in datasets)
 
     def pooled(key: str) -> list[dict[str, Any]]:
         names = list(dict.fromkeys(row["policy"] for r in reports for row in r.get(key) or []))
-        return [
-            pool_table1_rows([row for r in reports for row in r.get(key) or [] if row["policy"] == name])
-            for name in names
-        ]
+        out = []
+        for name in names:
+            rows = [row for r in reports for row in r.get(key) or [] if row["policy"] == name]
+            same = same_data and len(rows) == len(reports) and len({int(r["n_frames"]) for r in rows}) == 1
+            out.append(pool_table1_rows(rows, same_frames=same))
+        return out
 
     names = ordered_policies(list(dict.fromkeys(row["policy"] for r in reports for row in r["table2"])))
     t2_rows = []
@@ -728,21 +777,36 @@ def combine_seed_reports(reports: Sequence[Mapping[str, Any]], out_dir: str | Pa
         for key, value in (r.get("timing") or {}).items():
             timing[key] = timing.get(key, 0.0) + float(value)
     missing = sorted({n for r in reports for n in (r.get("policies") or {}).get("missing", [])})
+    out = Path(out_dir)
+    table1_note = (
+        "Table 1: every run's frames pooled; the runs evaluated the same clips, so its frames and 95 % CI "
+        "count each frame once."
+        if same_data
+        else "Table 1: frames pooled over the runs."
+    )
     extra: dict[str, Any] = {
         "table1_peers": pooled("table1_peers"),
         "training_seeds": len(reports),
         "policies": {"evaluated": names, "missing": missing, "unusable": {}},
         "runs": [r.get("run") for r in reports],
+        **({"datasets": dict(datasets[0] or {})} if same_data else {}),
         "notes": [
             metric_note(metric["perceptual"]),
-            "Table 2: mean ± std over training seeds; Table 1: frames pooled over the runs.",
+            f"Table 2: mean ± std over {len(reports)} training seeds of each run's mean. {table1_note}",
         ],
         "config": reports[0].get("config") or {},
     }
-    out = Path(out_dir)
+    shown: dict[str, Path] = {}
+    if folders:
+        extra["seed_reports"] = [
+            os.path.relpath(Path(f) / "report.html", out).replace(os.sep, "/") for f in folders
+        ]
+        shown = evaluation_figures(folders[0])
+        if shown:
+            extra["figures_from"] = extra["seed_reports"][0]
     report = write_report_json(out / "report.json", metric, pooled("table1"), t2_rows, timing, extra)
     atomic_write_text(out / "report.md", markdown_report(report))
-    figures.write_html(out, report, {}, {}, report["config"])
+    figures.write_html(out, report, shown, {}, report["config"])
     return report
 
 
@@ -795,7 +859,20 @@ def evaluation_source(cfg: RunConfig, data: str | Path | None) -> str:
     """What :func:`evaluation_clips` evaluates on, as the report names it (``datasets.source``)."""
     if data is None or _same_source(str(data), cfg.data.source):
         return f"{cfg.data.source} (test split)"
-    return f"{data} (all videos)"
+    return f"{Path(data).expanduser().resolve()} (all videos)"
+
+
+def no_clips_error(cfg: RunConfig, data: str | Path | None, source: str) -> DataError:
+    """Why :func:`evaluation_clips` found nothing, in one line: a run's test split that holds no video
+    (its few videos all went to training), else videos shorter than a clip."""
+    if data is None or _same_source(str(data), cfg.data.source):
+        return DataError(
+            f"the test split of {cfg.data.source} holds no videos (too few videos to split, or "
+            f"data.test_fraction={cfg.data.test_fraction}); evaluate on other videos with --data DIR"
+        )
+    return DataError(
+        f"no clips of {cfg.data.frames} frames in {source}; use longer videos or lower data.frames"
+    )
 
 
 def _check_exists(data: str | Path) -> None:
@@ -864,7 +941,7 @@ def check_evaluation_data(cfg: RunConfig, data: str | Path | None, seeds: int = 
     scan_folder(Path(data).expanduser(), quiet=True)
     clips, source = evaluation_clips(cfg, data, 0, cfg.eval.max_clips)
     if not clips:
-        raise DataError(f"no clips of {cfg.data.frames} frames in {source}; use longer videos")
+        raise no_clips_error(cfg, data, source)
 
 
 def load_policies(
@@ -915,7 +992,7 @@ def evaluate_run(
     not) puts one Γ under every row and Table 1 instead — the same-Γ control for such a comparison.
     ``threads`` overrides the config's torch CPU threads (0 = all cores).
     """
-    from rovr.config import config_from_dict, read_yaml, to_dict
+    from rovr.config import read_run_config, to_dict
     from rovr.metrics.flow import build_flow
     from rovr.metrics.perceptual import build_perceptual
     from rovr.train.common import (
@@ -940,7 +1017,7 @@ def evaluate_run(
     if cfg is None:
         if not run.config.is_file():
             raise RovrError(f"run folder '{run.root}' has no config.yaml; it was not made by `rovr train`")
-        cfg = config_from_dict(read_yaml(run.config))
+        cfg = read_run_config(run.config)
         if cfg.device != "cpu" and not torch.cuda.is_available():
             log.info(
                 "run '%s' was configured for %s; no GPU here, evaluating on the CPU", run.root, cfg.device
@@ -978,9 +1055,7 @@ def evaluate_run(
     for seed in range(n_seeds):
         clips_by_seed[seed], source = evaluation_clips(cfg, data, seed, limit)
         if not clips_by_seed[seed]:
-            raise DataError(
-                f"no clips of {cfg.data.frames} frames in {source}; use longer videos or lower data.frames"
-            )
+            raise no_clips_error(cfg, data, source)
     make_folder(out, "output folder", "--out")
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
@@ -1071,7 +1146,7 @@ def evaluate_run(
                 "seeds": t2.seeds,
             },
             "notes": [metric_note(perceptual.name)],
-            "run": str(run.root),
+            "run": str(run.root.resolve()),
             "config": to_dict(cfg),
         }
         metric = {"perceptual": perceptual.name, "flow": flow.name}

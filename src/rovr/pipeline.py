@@ -301,7 +301,7 @@ def reproduce_table2(
         raise ConfigError(f"--seeds must be >= 1 training seed (got {seeds})")
     check_out_beside_data(out, data)  # refused now, not after the first seed's training
     check_evaluation_data(cfg, data)
-    reports = []
+    reports, folders = [], []
     for s in range(seeds):
         c = dataclasses.replace(cfg, seed=cfg.seed + s)
         runs = ablations(c)
@@ -315,6 +315,7 @@ def reproduce_table2(
                 folder, folder / "eval", cfg=c, data=data, seeds=1, timing=res.timing
             ).report
         reports.append(report)
+        folders.append(folder / "eval")
     ours = {cfg.seed + s for s in range(seeds)}
     for folder in sorted(out.glob("seed_*"), key=lambda f: f.name):
         seed = folder.name.removeprefix("seed_")
@@ -323,7 +324,10 @@ def reproduce_table2(
             if other is not None:
                 log.info("Table 2 also averages %s (seed %s, evaluated with these settings)", folder, seed)
                 reports.append(other)
-    return combine_seed_reports(reports, out)
+                folders.append(folder / "eval")
+    # in seed order, whichever process combines: the page shows the lowest seed's figures
+    order = sorted(range(len(reports)), key=lambda i: int(folders[i].parent.name.removeprefix("seed_")))
+    return combine_seed_reports([reports[i] for i in order], out, [folders[i] for i in order])
 
 
 #: Settings that do not change what a seed's evaluation measures.

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from rovr.checkpoint import atomic_write_text
 from rovr.conditioning import NEEDS_ORIGINAL
 from rovr.data.corruption import Corrupted
-from rovr.evaluate import metric_note, table1_cells, table2_cells
+from rovr.evaluate import metric_note, table1_cells, table2_cells, table2_spread
 from rovr.reconstruct import to_uint8
 from rovr.video.io import write_png, write_video
 
@@ -411,9 +411,10 @@ def write_html(
         ]
     parts += [
         "<h2>Table 2 — conditioning policies</h2>",
-        "<p class='note'>Mean ± std over corruption seeds. PSNR/SSIM over hole pixels only. Gap closed = "
-        "(L_random − L_policy) / (L_random − L_brute_force). Coverage: oracle fraction of the target's hole "
-        "pixels visible in the chosen frames; valid rate: fraction of targets with coverage 1.</p>",
+        f"<p class='note'>Mean ± std over {html.escape(table2_spread(report))}. PSNR/SSIM over hole pixels "
+        "only. Gap closed = (L_random − L_policy) / (L_random − L_brute_force), per seed, then averaged. "
+        "Coverage: oracle fraction of the target's hole pixels visible in the chosen frames; valid rate: "
+        "fraction of targets with coverage 1.</p>",
         _table_html(*table2_cells(report["table2"])),
     ]
     sections: list[tuple[str, Callable[[str], bool], str]] = [
@@ -430,6 +431,13 @@ def write_html(
         ("Fig. 1 — masked targets and their oracle best pair", lambda key: key == "fig1", ""),
         ("Learning curves", lambda key: key == "learning_curves", ""),
     ]
+    if report.get("seed_reports"):
+        links = ", ".join(f"<a href='{html.escape(p)}'>{html.escape(p)}</a>" for p in report["seed_reports"])
+        parts.append(f"<p>Each training seed's own report: {links}.</p>")
+    if figures and report.get("figures_from"):
+        parts.append(
+            f"<p class='note'>The figures below are those of {html.escape(report['figures_from'])}.</p>"
+        )
     for title, match, note in sections:
         keys = [key for key in figures if match(key)]
         if not keys:

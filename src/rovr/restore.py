@@ -42,7 +42,7 @@ import torch
 
 from rovr.checkpoint import atomic_write_json
 from rovr.conditioning import NEEDS_ORIGINAL, Chooser, PolicyChooser, make_baseline
-from rovr.config import RunConfig, config_from_dict, read_yaml
+from rovr.config import RunConfig, read_run_config
 from rovr.data.corruption import Corrupted, apply_masks
 from rovr.errors import CheckpointError, DataError, RovrError
 from rovr.fill import UNSEEN, FillStats, copy_fill
@@ -245,7 +245,7 @@ def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
         raise CheckpointError(
             f"run folder '{checkpoint}' has no trained Γ ({run.local.name}); {no_gamma_advice(run.root, advice)}"
         )
-    cfg = config_from_dict(read_yaml(run.config))
+    cfg = read_run_config(run.config)
     if cfg.device != "cpu" and not torch.cuda.is_available():
         log.info("run '%s' was configured for %s; no GPU here, restoring on the CPU", run.root, cfg.device)
         cfg.device = "cpu"
