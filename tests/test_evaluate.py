@@ -477,6 +477,56 @@ def test_evaluate_cli_no_progress_drops_only_the_row_lines(
             assert any(line.startswith("evaluation written to") for line in lines), lines
 
 
+def test_evaluate_run_with_choosers_of_ones_own(tmp_path: Path) -> None:
+    """A researcher's chooser is a row like any other: one that picks what `sequential` picks scores
+    exactly its numbers, as an object and as a function of the seed; a taken name is refused first."""
+    from rovr.conditioning import Sequential
+
+    class Mine(Sequential):
+        name = "mine"
+
+    _tiny_run(tmp_path / "run")
+    with pytest.raises(RovrError, match="chooser name 'nearest' is a row of the table already"):
+        evaluate_run(tmp_path / "run", tmp_path / "eval", choosers={"nearest": Mine()})
+    with pytest.raises(RovrError, match="chooser 'x' is neither a Chooser"):
+        evaluate_run(tmp_path / "run", tmp_path / "eval", choosers={"x": 3})  # type: ignore[dict-item]
+    assert not (tmp_path / "eval").exists()
+    ev = evaluate_run(
+        tmp_path / "run",
+        tmp_path / "eval",
+        seeds=2,
+        brute_force=False,
+        choosers={"mine": Mine(), "mine_seeded": lambda seed: Mine()},
+    )
+    rows = {r["policy"]: r for r in ev.report["table2"]}
+    for name in ("mine", "mine_seeded"):
+        for key in ("perceptual_loss", "flow_recovery", "psnr", "coverage"):
+            assert rows[name][key] == pytest.approx(rows["sequential"][key]), (name, key)
+    assert (tmp_path / "eval" / "fig6_mine.png").is_file()
+
+
+def test_the_readme_chooser_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README "Your own conditioning rule", as printed, on a tiny run and video in place of runs/demo."""
+    from rovr.video.io import write_video
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("## Your own conditioning rule", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    cfg = _tiny_run(tmp_path / "runs" / "demo")
+    frames = np.random.default_rng(0).integers(0, 256, (T, 16, 16, 3), dtype=np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, fps=8)
+    (tmp_path / "clip_masks").mkdir()
+    hole = np.zeros((16, 16), np.uint8)
+    hole[4:9, 5:10] = 255
+    for i in range(T):
+        Image.fromarray(hole).save(tmp_path / "clip_masks" / f"{i:05d}.png")
+    assert cfg.eval.max_clips == 1  # the tiny run keeps its evaluation short
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    report = json.loads((tmp_path / "runs" / "demo" / "eval_mine" / "report.json").read_text())
+    assert "previous_and_fifth" in [r["policy"] for r in report["table2"]]
+    assert (tmp_path / "clip_repaired.mp4").is_file()
+
+
 def test_evaluate_run_on_a_user_folder_uses_every_video(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -546,6 +546,35 @@ def test_fill_copy_brings_back_full_resolution_detail(
         assert err > 20 and res.copied == 0 == rep["copied"]  # Γ (untrained here) at 32x42 cannot
 
 
+def test_a_chooser_object_of_ones_own(run_dir: Path, tmp_path: Path) -> None:
+    """restore_video(policy=<a Chooser>) runs it as it runs a named one: a copy of `nearest` under
+    another name writes the same frames and choices; something else is one clear line."""
+    from rovr.conditioning import Nearest
+    from rovr.errors import RovrError
+
+    class Mine(Nearest):
+        name = "mine"
+
+    n, h, w = 12, 48, 64
+    video = tmp_path / "in"
+    io.write_frames(video, panning_texture(n, h, w))
+    masks = write_masks(tmp_path / "masks", moving_box_masks(n, h, w))
+    results = {}
+    for policy in ("nearest", Mine()):
+        name = policy if isinstance(policy, str) else policy.name
+        res = restore_video(
+            video, masks, tmp_path / name, run_dir, policy=policy, report=tmp_path / f"{name}.json"
+        )
+        rep = json.loads((tmp_path / f"{name}.json").read_text())
+        assert res.policy == rep["policy"] == name
+        results[name] = (io.read_video(tmp_path / name), rep["conditioning"])
+    assert np.array_equal(results["mine"][0], results["nearest"][0])
+    assert results["mine"][1] == results["nearest"][1]
+    with pytest.raises(RovrError, match="is neither a policy name nor a Chooser"):
+        restore_video(video, masks, tmp_path / "x", run_dir, policy=3)  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()
+
+
 def test_copy_from_other_frames_fills_what_the_chosen_ones_hide(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,13 +22,14 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -843,6 +844,17 @@ def _same_source(a: str, b: str) -> bool:
     )
 
 
+def _is_chooser(obj: object) -> bool:
+    return callable(getattr(obj, "choose", None)) and callable(getattr(obj, "reset", None))
+
+
+def _seeded(chooser: Chooser | Callable[[int], Chooser]) -> Callable[[int], Chooser]:
+    """A row's chooser as a function of the corruption seed (a Chooser object serves every seed)."""
+    if _is_chooser(chooser):
+        return lambda seed: cast("Chooser", chooser)
+    return cast("Callable[[int], Chooser]", chooser)
+
+
 def evaluation_clips(
     cfg: RunConfig, data: str | Path | None, seed: int, limit: int = 0
 ) -> tuple[list[Corrupted], str]:
@@ -980,6 +992,7 @@ def evaluate_run(
     video_fps: float = 4.0,
     local: str | Path | None = None,
     threads: int | None = None,
+    choosers: Mapping[str, Chooser | Callable[[int], Chooser]] | None = None,
 ) -> EvaluationResult:
     """``rovr evaluate``: Table 1 and Table 2 of a trained run → report.json, report.md, figures, report.html.
 
@@ -990,7 +1003,9 @@ def evaluate_run(
     training stages) is merged into the report's timing. A policy with its own Γ (trained alongside it,
     ``local_<policy>.safetensors``) runs with it; ``local`` (a Γ file, relative to the run folder or
     not) puts one Γ under every row and Table 1 instead — the same-Γ control for such a comparison.
-    ``threads`` overrides the config's torch CPU threads (0 = all cores).
+    ``threads`` overrides the config's torch CPU threads (0 = all cores). ``choosers`` adds rows of
+    one's own: name → a :class:`~rovr.conditioning.Chooser`, or a function of the corruption seed
+    that returns one; they run like every other row (Table 2, Fig. 3, Fig. 6).
     """
     from rovr.config import read_run_config, to_dict
     from rovr.metrics.flow import build_flow
@@ -1035,6 +1050,16 @@ def evaluate_run(
         if threads < 0:
             raise RovrError(f"--threads must be >= 0 (0 = all cores; got {threads})")
         cfg = dataclasses.replace(cfg, threads=threads)
+    for name, chooser in (choosers or {}).items():
+        taken = name in TABLE2_BASELINES or name in LEARNED_POLICIES or run.policy(name).is_file()
+        if taken or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            why = "is a row of the table already" if taken else "is not a plain name (letters, digits, _ . -)"
+            raise RovrError(f"chooser name '{name}' {why}; give your chooser another name")
+        if not (_is_chooser(chooser) or callable(chooser)):
+            raise RovrError(
+                f"chooser '{name}' is neither a Chooser (.name, .reset, .choose) nor a function of the seed "
+                "returning one; see rovr.conditioning"
+            )
     device = setup_torch(cfg)
     check_report_folder(out, data)
 
@@ -1076,11 +1101,10 @@ def evaluate_run(
     def baseline(name: str) -> Callable[[int], Chooser]:
         return lambda seed: make_baseline(name, seed)
 
-    choosers: dict[str, Callable[[int], Chooser]] = {n: learned(p) for n, p in policies.items()}
-    choosers.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
-    t2 = table2(
-        clips_by_seed, choosers, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell, nets=nets
-    )
+    rows: dict[str, Callable[[int], Chooser]] = {n: learned(p) for n, p in policies.items()}
+    rows.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
+    rows.update({n: _seeded(c) for n, c in (choosers or {}).items()})
+    t2 = table2(clips_by_seed, rows, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell, nets=nets)
     t2_done = time.perf_counter()
     first = clips_by_seed[min(clips_by_seed)]
     t1 = table1(
@@ -1103,7 +1127,7 @@ def evaluate_run(
         files["fig3"] = figures.fig3_heatmaps(
             {n: r.choices[0] for n, r in t2.runs.items()}, stage / "fig3_heatmaps.png"
         )
-        shown = [n for n in LEARNED_POLICIES if n in t2.runs] + ["sequential"]
+        shown = [n for n in LEARNED_POLICIES if n in t2.runs] + list(choosers or {}) + ["sequential"]
         shown = shown if len(shown) > 1 else ["sequential", "oracle_best"]
         for name in shown:
             r = t2.runs[name]

@@ -252,13 +252,21 @@ def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
     return cfg, run
 
 
-def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | None) -> Chooser:
-    """A trained policy of the run (``policy`` or the best available), or a named baseline.
+def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | Chooser | None) -> Chooser:
+    """A trained policy of the run (``policy`` or the best available), a named baseline, or
+    ``policy`` itself when it is a :class:`~rovr.conditioning.Chooser` (a researcher's own rule).
 
     With no trained policy in the run, the coverage oracle of the user's masks picks the frames
     (``oracle_best``; it needs only the masks, no ground truth).
     """
     usable = "pass --policy sequential, nearest, stride, random or oracle_best, or a policy the run trained"
+    if policy is not None and not isinstance(policy, str):
+        if not callable(getattr(policy, "choose", None)) or not callable(getattr(policy, "reset", None)):
+            raise RovrError(
+                f"policy {policy!r} is neither a policy name nor a Chooser (.name, .reset(episodes), "
+                ".choose(episodes)); see rovr.conditioning"
+            )
+        return policy
     if policy in NEEDS_ORIGINAL:
         raise RovrError(
             f"--policy {policy} scores frames against the original video under the holes, which a video to "
@@ -394,7 +402,7 @@ def restore_video(
     masks: str | Path | None,
     out: str | Path,
     checkpoint: str | Path,
-    policy: str | None = None,
+    policy: str | Chooser | None = None,
     report: str | Path | None = None,
     dilate: int = 0,
     on_frames: Callable[[int], None] | None = None,
@@ -419,7 +427,9 @@ def restore_video(
     gets one lossless PNG per frame (missing folders are created); only
     hole pixels (grown by ``dilate`` pixels) differ from the input. ``report``: JSON with the
     conditioning frames of every frame. ``on_frames(n)`` is called once with 0 when the input has been
-    checked and the work begins, then after every n frames written.
+    checked and the work begins, then after every n frames written. ``policy``: a policy of the run or
+    a baseline by name (default: the run's best trained policy), or any
+    :class:`~rovr.conditioning.Chooser` object (it sees observed pixels and masks only).
     ``batch`` windows run together as one batch of episodes (default: as many as fit
     :data:`BATCH_BYTES` of held frames, at most :data:`MAX_BATCH`). ``audio``: carry the input's
     sound into ``out`` (copied, or re-encoded as AAC; :func:`rovr.video.io.carry_audio`). ``fill``:
