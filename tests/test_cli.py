@@ -174,3 +174,22 @@ def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("x")
     res = rovr("pretrain-local", "--out", str(blocker / "run"), "--set", "data.num_videos=3")
     assert_one_line_error(res, str(blocker))
+
+
+def test_reproduce_evaluates_each_run_with_one_corruption_seed_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo config's eval.seeds=3 is the demo's; reproduce's ± is over training seeds, so each run
+    is evaluated once unless --set eval.seeds=N asks for more (and its report's config says which)."""
+    from rovr import cli, pipeline
+
+    seen: list[int] = []
+
+    def fake(cfg, out, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(cfg.eval.seeds)
+        return {"table2": []}
+
+    monkeypatch.setattr(pipeline, "reproduce_table2", fake)
+    assert cli.main(["reproduce", "table2", "--out", str(tmp_path / "t"), "--no-progress"]) == 0
+    assert cli.main(["reproduce", "table2", "--out", str(tmp_path / "t"), "--set", "eval.seeds=2"]) == 0
+    assert seen == [1, 2]

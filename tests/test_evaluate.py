@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +392,9 @@ def test_combine_seed_reports(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert page.count("<img") == 2 and "Fig. 3" in page and "href='../seed_1/eval/report.html'" in page
     assert "Mean ± std over 2 training seeds" in page
-    assert "over 2 training seeds" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "over 2 training seeds" in md and "| training seeds |" in md
+    assert md.count("weight-free fallback") == 1 and "Data: videos (test split): 1 clip of 4 frames" in md
 
 
 # ----------------------------------------------------------------------------- rovr evaluate
@@ -505,6 +509,71 @@ def test_evaluate_run_with_choosers_of_ones_own(tmp_path: Path) -> None:
     assert (tmp_path / "eval" / "fig6_mine.png").is_file()
 
 
+class _Rule:
+    """A chooser returning ``frames(t, n)`` for every episode, as the type ``kind`` (test helper)."""
+
+    name = "rule"
+
+    def __init__(self, frames: Callable[[int, int], Any], kind: str = "tensor") -> None:
+        self.frames, self.kind = frames, kind
+
+    def reset(self, episodes: Any) -> None:
+        pass
+
+    def choose(self, episodes: Any) -> Any:
+        rows = [self.frames(episodes.t, episodes.num_frames)] * episodes.batch_size
+        if self.kind == "float":
+            return torch.tensor(rows, dtype=torch.float32) + 0.7
+        if self.kind == "numpy":
+            return np.array(rows)
+        return rows if self.kind == "list" else torch.tensor(rows)
+
+
+def _near(t: int, n: int) -> list[int]:
+    return sorted([t - 1, t + 1] if 0 < t < n - 1 else ([1, 2] if t == 0 else [n - 3, n - 2]))
+
+
+def _no_seed() -> _Rule:
+    return _Rule(_near)
+
+
+@pytest.mark.parametrize(
+    ("chooser", "message"),
+    [
+        (_Rule(_near, "float"), "chooser 'mine' at target 0: conditioning frames must be integer frame indices, got float32"),
+        (_Rule(lambda t, n: [t, (t + 1) % n]), "chooser 'mine' at target 0: the target frame 0 cannot condition on itself"),
+        (_Rule(lambda t, n: [1, 1]), "chooser 'mine' at target 0: conditioning frames must be distinct"),
+        (_Rule(lambda t, n: [1, 2, 3]), r"chooser 'mine' at target 0: expected conditioning frames of shape \(1, 2\)"),
+        (_Rule(lambda t, n: 1 / 0), "chooser 'mine' at target 0: ZeroDivisionError"),
+        (_Rule, "chooser 'mine' is the class _Rule, not a chooser object; pass _Rule\\(\\)"),
+        (_no_seed, "chooser 'mine': calling it with the corruption seed failed \\(TypeError"),
+        (lambda seed: None, "chooser 'mine' \\(called with seed 0\\) returned None is not a Chooser"),
+        ([_Rule(_near)], "choosers must map row names to choosers"),
+    ],
+)  # fmt: skip
+def test_a_broken_chooser_is_one_line_before_any_work(tmp_path: Path, chooser: Any, message: str) -> None:
+    """A researcher's mistake is said in one line naming the row, before Table 2 (brute force included)
+    runs and before the output folder is made."""
+    _tiny_run(tmp_path / "run")
+    rows = chooser if isinstance(chooser, list) else {"mine": chooser}
+    started = time.perf_counter()
+    with pytest.raises(RovrError, match=message) as err:
+        evaluate_run(tmp_path / "run", tmp_path / "eval", choosers=rows)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "eval").exists() and time.perf_counter() - started < 60
+
+
+@pytest.mark.parametrize("kind", ["numpy", "list"])
+def test_frames_as_numpy_or_lists_and_in_any_order(tmp_path: Path, kind: str) -> None:
+    """Integer frames in a NumPy array or nested lists are fine; a pair is a set (Γ sees it ascending)."""
+    _tiny_run(tmp_path / "run")
+    rows = {"mine": _Rule(_near, kind), "reversed": _Rule(lambda t, n: _near(t, n)[::-1])}
+    ev = evaluate_run(tmp_path / "run", tmp_path / "eval", brute_force=False, choosers=rows)
+    table = {r["policy"]: r for r in ev.report["table2"]}
+    for name in rows:
+        assert table[name]["perceptual_loss"] == pytest.approx(table["nearest"]["perceptual_loss"]), name
+
+
 def test_the_readme_chooser_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """README "Your own conditioning rule", as printed, on a tiny run and video in place of runs/demo."""
     from rovr.video.io import write_video
@@ -543,6 +612,9 @@ def test_evaluate_run_on_a_user_folder_uses_every_video(
     assert ev.report["datasets"]["clips"] == 3
     assert ev.report["datasets"]["source"] == f"{data.resolve()} (all videos)"
     assert ev.report["run"] == str(run.resolve())
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert f"Data: {data.resolve()} (all videos): 3 clips of {T} frames" in md
+    assert "first corruption seed's masks" in md and "Gap closed needs the brute-force row" in md
     assert "brute_force" not in [r["policy"] for r in ev.report["table2"]]
     assert ev.report["table2"][0]["gap_closed"] is None  # no brute-force row: no gap to close
 
@@ -723,7 +795,7 @@ def test_reproduce_table2_names_seeds_and_combines_parallel_ones(
     from test_ppg import tiny_config
 
     out = tmp_path / "t2"
-    extra = ("eval.brute_force=false", "eval.max_clips=1", "ppg.iterations=1", "ppg.n_pi=1")
+    extra = ("eval.brute_force=false", "eval.max_clips=1", "eval.seeds=1", "ppg.iterations=1", "ppg.n_pi=1")
     first = pipeline.reproduce_table2(tiny_config(*extra), out, seeds=1, progress=False)
     assert first["training_seeds"] == 1 and (out / "seed_0" / "eval" / "report.json").is_file()
     with pytest.raises(

@@ -102,6 +102,13 @@ def test_learning_curves(tmp_path: Path) -> None:
         {"stage": "pretrain-local", "step": 1, "time": 0.0, "local/loss": 0.5, "local/lr": 0.1},
         {"stage": "pretrain-local", "step": 2, "time": 1.0, "local/loss": 0.4, "local/lr": 0.1},
         {"stage": "imitation", "step": 1, "time": 2.0, "imitation/loss": 0.7},
+        # imitation's one-off held-out evaluation: not a curve, and not on PPG's iteration axis
+        {
+            "stage": "imitation",
+            "step": 400,
+            "heldout/imitation_perceptual_loss": 0.06,
+            "heldout/imitation_coverage": 0.9,
+        },
         {
             "stage": "ppg",
             "step": 1,

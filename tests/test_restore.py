@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -446,7 +447,8 @@ def test_static_mask_changes_only_the_grown_holes(
     io.write_png(mask, hole)
     monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
     res = restore_video(video, mask, tmp_path / "out.mp4", run_dir, dilate=3)
-    assert res.frames == n and res.choices is None  # no report asked, nothing collected
+    assert res.frames == n and len(res.choices) == n  # the frames each was rebuilt from, report or not
+    assert all(len(c) == 2 and all(0 <= i < n for i in c) for c in res.choices)
     before, after = io.read_video(video).astype(int), np.stack(CapturingWriter.frames).astype(int)
     assert after.shape == before.shape
     grown = cv2.dilate(hole.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
@@ -570,9 +572,28 @@ def test_a_chooser_object_of_ones_own(run_dir: Path, tmp_path: Path) -> None:
         results[name] = (io.read_video(tmp_path / name), rep["conditioning"])
     assert np.array_equal(results["mine"][0], results["nearest"][0])
     assert results["mine"][1] == results["nearest"][1]
-    with pytest.raises(RovrError, match="is neither a policy name nor a Chooser"):
-        restore_video(video, masks, tmp_path / "x", run_dir, policy=3)  # type: ignore[arg-type]
-    assert not (tmp_path / "x").exists()
+    # what is not a chooser, and the oracles that would peek under the holes, are refused up front
+    from rovr.conditioning import CopyOracle
+
+    class Peeking(Nearest):
+        name = "peeking"
+        saw_more: list[bool] = []
+
+        def choose(self, episodes):  # type: ignore[no-untyped-def]
+            # the "original" of a video to restore holds no more than what is observed
+            self.saw_more.append(not torch.equal(episodes.original, episodes.corrupted))
+            return super().choose(episodes)
+
+    for bad, message in (
+        (3, "policy 3 is not a Chooser"),
+        (Mine, "policy is the class Mine, not a chooser object; pass Mine()"),
+        (CopyOracle(), "policy 'oracle_copy' scores frames against the original video"),
+    ):
+        with pytest.raises(RovrError, match=re.escape(message)):
+            restore_video(video, masks, tmp_path / "x", run_dir, policy=bad)  # type: ignore[arg-type]
+        assert not (tmp_path / "x").exists()
+    restore_video(video, masks, tmp_path / "peek", run_dir, policy=Peeking())
+    assert Peeking.saw_more and not any(Peeking.saw_more)
 
 
 def test_copy_from_other_frames_fills_what_the_chosen_ones_hide(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import subprocess
@@ -249,6 +250,19 @@ def test_time_budget_ends_the_schedules(tmp_path: Path, monkeypatch: pytest.Monk
     assert 2 < meta["step"] < 100 and meta["seconds"] >= 15.0
     assert len(lams) == meta["step"]
     assert lams[-1] > 0.5 * cfg.pretrain.lambda_max  # by steps alone it would still be ~0
+
+
+def test_a_budget_spent_before_the_first_step_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = itertools.count(step=60.0)  # every clock reading a minute later: the budget is gone at once
+    monkeypatch.setattr(stage, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    cfg = tiny(steps=300, max_minutes=0.25)
+    run = prepare_run(cfg, tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        pretrain_local(cfg, run, progress=False)
+    assert json.loads(run.local.with_suffix(".json").read_text())["step"] == 0
+    assert "Γ was saved untrained: pretrain.max_minutes=0.25 ran out before its first step" in caplog.text
 
 
 def test_interrupted_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -293,6 +294,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from rovr.pipeline import reproduce_table2
 
     cfg = _config(args, "demo")
+    # one corruption seed per training run (the ± is over training seeds) unless --set eval.seeds=N
+    if not any(o.replace(" ", "").startswith("eval.seeds=") for o in args.overrides):
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seeds=1))
     report = reproduce_table2(
         cfg,
         Path(args.out),

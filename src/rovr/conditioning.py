@@ -313,6 +313,20 @@ BASELINES = (
 NEEDS_ORIGINAL = frozenset({"oracle_copy", "brute_force"})
 
 
+def check_chooser(obj: object, what: str, named: bool = True) -> None:
+    """Refuse, in one line, what is not a :class:`Chooser` object (a class instead of an instance,
+    no ``reset``/``choose``, or with ``named`` no ``name`` string)."""
+    if isinstance(obj, type):
+        raise RovrError(f"{what} is the class {obj.__name__}, not a chooser object; pass {obj.__name__}()")
+    if not callable(getattr(obj, "choose", None)) or not callable(getattr(obj, "reset", None)):
+        raise RovrError(
+            f"{what} {obj!r} is not a Chooser (.name, .reset(episodes), .choose(episodes) -> (B, k) frame "
+            "indices); see rovr.conditioning"
+        )
+    if named and not isinstance(getattr(obj, "name", None), str):
+        raise RovrError(f"{what} {obj!r} has no .name (a string naming it in reports); give its class one")
+
+
 def make_baseline(name: str, seed: int = 0) -> Chooser:
     """A baseline chooser by its Table 2 name."""
     table: dict[str, Chooser] = {

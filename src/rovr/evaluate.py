@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from rovr.checkpoint import atomic_write_json, atomic_write_text
-from rovr.conditioning import Chooser, PolicyChooser, make_baseline
+from rovr.conditioning import Chooser, PolicyChooser, check_chooser, make_baseline
 from rovr.data.corruption import Corrupted
 from rovr.errors import DataError, RovrError
 from rovr.metrics.image import psnr, ssim
@@ -571,7 +571,10 @@ def table1_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
 
 
 def table2_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells (mean ± std over seeds) of Table 2, shared by Markdown and HTML."""
+    """Header and formatted cells (mean ± std over seeds) of Table 2, shared by Markdown and HTML. The
+    last column counts corruption seeds, or training seeds in a combined report (its rows carry
+    ``eval_seeds_per_run``)."""
+    combined = any("eval_seeds_per_run" in r for r in rows)
     header = [
         "Policy",
         "L_P",
@@ -581,7 +584,7 @@ def table2_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
         "gap closed",
         "coverage",
         "valid rate",
-        "seeds",
+        "training seeds" if combined else "seeds",
     ]
     digits = {"psnr": 2}
     cells = []
@@ -627,15 +630,46 @@ def metric_note(perceptual_name: str) -> str:
     return f"L_P is {perceptual_name} (paper Eq. 1, perceptual term)."
 
 
+def data_line(report: Mapping[str, Any]) -> str:
+    """ "Data: …" — what a report evaluated (``datasets``), or "" when it does not say."""
+    data = report.get("datasets") or {}
+    if not data:
+        return ""
+    clips = data.get("clips", "?")
+    return (
+        f"Data: {data.get('source', '?')}: {clips} clip{'' if clips == 1 else 's'} of {data.get('frames', '?')} "
+        f"frames, {data.get('width', '?')}×{data.get('height', '?')}, corruption seeds {data.get('seeds', '?')}."
+    )
+
+
+#: What Table 1 is computed over (its caption in report.md and report.html).
+TABLE1_SCOPE = (
+    "Per-frame L_P over every target of every clip, with the first corruption seed's masks; PSNR/SSIM "
+    "over hole pixels only."
+)
+
+
+def gap_note(report: Mapping[str, Any]) -> str:
+    """Why "gap closed" is empty, where it is: the evaluation skipped the brute-force row."""
+    if any(r.get("policy") == "brute_force" for r in report.get("table2") or []):
+        return ""
+    return (
+        "Gap closed needs the brute-force row, which this evaluation skipped (--no-brute-force or "
+        "eval.brute_force=false)."
+    )
+
+
 def markdown_report(report: Mapping[str, Any]) -> str:
-    """The whole report.md: backends, Table 1 (+ peers), Table 2, missing policies, timing."""
+    """The whole report.md: backends, data, Table 1 (+ peers), Table 2, missing policies, timing."""
     metric = report["metric"]
     parts = [
         "# ROVR evaluation\n",
         f"Perceptual metric: **{metric['perceptual']}**; optical flow: **{metric['flow']}**. "
         + metric_note(metric["perceptual"])
         + "\n",
+        *([data_line(report) + "\n"] if data_line(report) else []),
         "## Table 1 — Γ under different conditioning (per frame)\n",
+        TABLE1_SCOPE + "\n",
         markdown_table1(report["table1"]),
     ]
     if report.get("table1_peers"):
@@ -643,11 +677,13 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     parts += [
         f"\n## Table 2 — policies (mean ± std over {table2_spread(report)})\n",
         "PSNR and SSIM are over hole pixels only. Gap closed: (L_random − L_policy) / (L_random − L_brute_force), "
-        "per seed, then averaged.\n",
+        f"per seed, then averaged. {gap_note(report)}".rstrip()
+        + "\n",
         markdown_table2(report["table2"]),
     ]
     if report.get("training_seeds"):
-        parts.append("\n" + " ".join(report.get("notes") or []) + "\n")
+        said = metric_note(metric["perceptual"])
+        parts.append("\n" + " ".join(n for n in report.get("notes") or [] if n != said) + "\n")
     if report.get("seed_reports"):
         links = ", ".join(f"[{p}]({p})" for p in report["seed_reports"])
         parts.append(f"\nEach training seed's own report, with its figures: {links}.\n")
@@ -724,7 +760,17 @@ def evaluation_figures(folder: str | Path) -> dict[str, Path]:
     """The figures an evaluation wrote into ``folder`` (keys as :func:`rovr.report.write_html` takes)."""
     folder = Path(folder)
     found = {key: folder / name for name, key in _FIGURE_FILES.items() if (folder / name).is_file()}
-    fig6 = {f"fig6_{f.stem.removeprefix('fig6_')}": f for f in sorted(folder.glob("fig6_*.png"))}
+
+    def order(f: Path) -> tuple[int, str]:  # as an evaluation shows them: learned policies first
+        name = f.stem.removeprefix("fig6_")
+        return (
+            LEARNED_POLICIES.index(name)
+            if name in LEARNED_POLICIES
+            else len(LEARNED_POLICIES) + (name == "sequential"),
+            name,
+        )
+
+    fig6 = {f"fig6_{f.stem.removeprefix('fig6_')}": f for f in sorted(folder.glob("fig6_*.png"), key=order)}
     return {**found, **fig6}
 
 
@@ -848,11 +894,67 @@ def _is_chooser(obj: object) -> bool:
     return callable(getattr(obj, "choose", None)) and callable(getattr(obj, "reset", None))
 
 
-def _seeded(chooser: Chooser | Callable[[int], Chooser]) -> Callable[[int], Chooser]:
+class _Named:
+    """A researcher's chooser as the row ``name``: its errors, and invalid frames it returns, become one
+    line that names the row (the check of :meth:`Episodes.check_pairs`)."""
+
+    def __init__(self, chooser: Chooser, name: str) -> None:
+        self.chooser, self.name = chooser, name
+
+    def _failed(self, where: str, e: Exception) -> RovrError:
+        what = str(e) if isinstance(e, RovrError) else f"{type(e).__name__}: {e}"
+        return RovrError(f"chooser '{self.name}' {where}: {what}")
+
+    def reset(self, episodes: Episodes) -> None:
+        try:
+            self.chooser.reset(episodes)
+        except Exception as e:
+            raise self._failed("failed in reset()", e) from e
+
+    def choose(self, episodes: Episodes) -> torch.Tensor:
+        try:
+            return episodes.check_pairs(self.chooser.choose(episodes))
+        except Exception as e:
+            raise self._failed(f"at target {episodes.t}", e) from e
+
+
+def _seeded(chooser: Chooser | Callable[[int], Chooser], name: str) -> Callable[[int], Chooser]:
     """A row's chooser as a function of the corruption seed (a Chooser object serves every seed)."""
+    from rovr.conditioning import check_chooser
+
     if _is_chooser(chooser):
-        return lambda seed: cast("Chooser", chooser)
-    return cast("Callable[[int], Chooser]", chooser)
+        return lambda seed: _Named(cast("Chooser", chooser), name)
+
+    def make(seed: int) -> Chooser:
+        try:
+            made = cast("Callable[[int], Chooser]", chooser)(seed)
+        except Exception as e:
+            raise RovrError(
+                f"chooser '{name}': calling it with the corruption seed failed ({type(e).__name__}: {e}); "
+                "pass a Chooser object or a function of the seed that returns one"
+            ) from e
+        check_chooser(made, f"chooser '{name}' (called with seed {seed}) returned", named=False)
+        return _Named(made, name)
+
+    return make
+
+
+def _try_choosers(
+    rows: Mapping[str, Callable[[int], Chooser]],
+    clip: Corrupted,
+    seed: int,
+    net: LocalNet,
+    cfg: RunConfig,
+    device: torch.device,
+) -> None:
+    """Each of a researcher's rows picks the frames of one target before anything runs (a mistake is
+    said in seconds, not after the brute-force row), on one clip, without scoring."""
+    for make in rows.values():
+        episodes = Episodes([clip], net, None, k=cfg.k, cell=cfg.policy.cell, device=device)
+        episodes.reset()
+        chooser = make(seed)
+        chooser.reset(episodes)
+        chooser.choose(episodes)
 
 
 def evaluation_clips(
@@ -1050,15 +1152,21 @@ def evaluate_run(
         if threads < 0:
             raise RovrError(f"--threads must be >= 0 (0 = all cores; got {threads})")
         cfg = dataclasses.replace(cfg, threads=threads)
+    if choosers is not None and not isinstance(choosers, Mapping):
+        raise RovrError(
+            f"choosers must map row names to choosers, e.g. {{'mine': Mine()}} (got {type(choosers).__name__})"
+        )
     for name, chooser in (choosers or {}).items():
         taken = name in TABLE2_BASELINES or name in LEARNED_POLICIES or run.policy(name).is_file()
-        if taken or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        if not isinstance(name, str) or taken or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             why = "is a row of the table already" if taken else "is not a plain name (letters, digits, _ . -)"
-            raise RovrError(f"chooser name '{name}' {why}; give your chooser another name")
+            raise RovrError(f"chooser name {name!r} {why}; give your chooser another name")
+        if isinstance(chooser, type):
+            check_chooser(chooser, f"chooser '{name}'")
         if not (_is_chooser(chooser) or callable(chooser)):
             raise RovrError(
-                f"chooser '{name}' is neither a Chooser (.name, .reset, .choose) nor a function of the seed "
-                "returning one; see rovr.conditioning"
+                f"chooser '{name}' is neither a Chooser (.reset, .choose) nor a function of the corruption "
+                "seed returning one; see rovr.conditioning"
             )
     device = setup_torch(cfg)
     check_report_folder(out, data)
@@ -1081,6 +1189,8 @@ def evaluate_run(
         clips_by_seed[seed], source = evaluation_clips(cfg, data, seed, limit)
         if not clips_by_seed[seed]:
             raise no_clips_error(cfg, data, source)
+    own = {n: _seeded(c, n) for n, c in (choosers or {}).items()}
+    _try_choosers(own, clips_by_seed[0][0], 0, net, cfg, device)
     make_folder(out, "output folder", "--out")
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
@@ -1103,7 +1213,7 @@ def evaluate_run(
 
     rows: dict[str, Callable[[int], Chooser]] = {n: learned(p) for n, p in policies.items()}
     rows.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
-    rows.update({n: _seeded(c) for n, c in (choosers or {}).items()})
+    rows.update(own)
     t2 = table2(clips_by_seed, rows, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell, nets=nets)
     t2_done = time.perf_counter()
     first = clips_by_seed[min(clips_by_seed)]

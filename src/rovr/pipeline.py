@@ -257,7 +257,8 @@ def plan_training(
                     "another --out"
                 )
             elif say:
-                log.info("%s: already done in %s, skipping (use --restart to redo)", stage, out)
+                what = f"{stage} ({_name(c)})" if stage == "train-policy" else stage
+                log.info("%s: already done in %s, skipping (use --restart to redo)", what, out)
     return todo
 
 
@@ -293,7 +294,9 @@ def reproduce_table2(
     command costs seconds (``restart``: every stage of these seeds is trained again). The Table 2 rows are averaged over training seeds (mean ± std across
     seeds) — over this command's seeds and every other ``seed_<S>`` folder in ``out`` evaluated with
     the same settings, so seeds trained by parallel processes (``--seeds 1 --set seed=S``, one
-    ``--out``) are combined by whichever finishes last, or by rerunning the command.
+    ``--out``) are combined by whichever finishes last, or by rerunning the command. Each run is
+    evaluated with ``cfg.eval.seeds`` corruption seeds (`rovr reproduce` sets 1 unless ``--set
+    eval.seeds=N`` is given).
     """
     from rovr.evaluate import check_evaluation_data, check_out_beside_data, combine_seed_reports, evaluate_run
 
@@ -311,9 +314,7 @@ def reproduce_table2(
         if report is not None:
             log.info("seed %d: the run is unchanged since its evaluation; kept %s", c.seed, folder / "eval")
         else:
-            report = evaluate_run(
-                folder, folder / "eval", cfg=c, data=data, seeds=1, timing=res.timing
-            ).report
+            report = evaluate_run(folder, folder / "eval", cfg=c, data=data, timing=res.timing).report
         reports.append(report)
         folders.append(folder / "eval")
     ours = {cfg.seed + s for s in range(seeds)}
@@ -336,7 +337,8 @@ _EVAL_FREE = FREE_KEYS | {"device", "threads"}
 
 def _evaluated(folder: Path, cfg: RunConfig, data: str | None, same_seed: bool) -> dict[str, Any] | None:
     """The report of ``folder/eval`` if it evaluated ``folder``'s current checkpoints, trained and
-    evaluated with ``cfg`` (its seed aside unless ``same_seed``), on ``data`` with one corruption seed."""
+    evaluated with ``cfg`` (its seed aside unless ``same_seed``), on ``data`` with ``cfg.eval.seeds``
+    corruption seeds."""
     import json
 
     from rovr.config import to_dict
@@ -352,7 +354,10 @@ def _evaluated(folder: Path, cfg: RunConfig, data: str | None, same_seed: bool) 
     if not isinstance(report, dict) or not checkpoints or max(checkpoints) > evaluated_at:
         return None
     datasets = report.get("datasets") or {}
-    if datasets.get("source") != evaluation_source(cfg, data) or len(datasets.get("seeds") or []) != 1:
+    if (
+        datasets.get("source") != evaluation_source(cfg, data)
+        or len(datasets.get("seeds") or []) != cfg.eval.seeds
+    ):
         return None
     theirs, mine = _flat(report.get("config"), ""), _flat(to_dict(cfg), "")
     free = {f".{key}" for key in _EVAL_FREE | ({"seed"} if not same_seed else set())}

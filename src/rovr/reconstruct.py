@@ -146,8 +146,24 @@ class Episodes:
         )
 
     def check_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
-        """Validate a (B, k) tensor of conditioning frame indices (clear errors for bad actions)."""
-        pairs = torch.as_tensor(pairs, dtype=torch.long, device=self.device)
+        """Validate (B, k) conditioning frame indices (clear errors for bad actions) -> long tensor, each
+        row ascending: the frames are a set (ARCHITECTURE.md: i < j), and Γ sees them in that order.
+
+        A tensor, a NumPy array or nested lists of integers is accepted; floats or booleans are refused
+        (truncating them would quietly pick other frames)."""
+        given = pairs
+        try:
+            pairs = torch.as_tensor(np.asarray(pairs) if not isinstance(pairs, torch.Tensor) else pairs)
+        except (TypeError, ValueError, RuntimeError):
+            raise RovrError(
+                f"conditioning frames must be integer frame indices, got {type(given).__name__}"
+            ) from None
+        if pairs.dtype == torch.bool or pairs.is_floating_point() or pairs.is_complex():
+            raise RovrError(
+                f"conditioning frames must be integer frame indices, got {str(pairs.dtype).removeprefix('torch.')}"
+                f": {pairs.tolist()}"
+            )
+        pairs = pairs.to(device=self.device, dtype=torch.long)
         if pairs.shape != (self.batch_size, self.k):
             raise RovrError(
                 f"expected conditioning frames of shape ({self.batch_size}, {self.k}), got {tuple(pairs.shape)}"
@@ -156,7 +172,8 @@ class Episodes:
             raise RovrError(f"conditioning frame out of range 0..{self.num_frames - 1}: {pairs.tolist()}")
         if bool((pairs == self.t).any()):
             raise RovrError(f"the target frame {self.t} cannot condition on itself: {pairs.tolist()}")
-        if self.k > 1 and bool((pairs.sort(dim=1).values.diff(dim=1) == 0).any()):
+        pairs = pairs.sort(dim=1).values
+        if self.k > 1 and bool((pairs.diff(dim=1) == 0).any()):
             raise RovrError(f"conditioning frames must be distinct: {pairs.tolist()}")
         return pairs
 
@@ -346,7 +363,7 @@ def reconstruct(episodes: Episodes, chooser: Chooser) -> Reconstruction:
     flow = None
     while not episodes.done:
         t = episodes.t
-        pairs = chooser.choose(episodes)
+        pairs = episodes.check_pairs(chooser.choose(episodes))
         info = episodes.step(pairs)
         choices[:, t] = pairs.cpu().numpy()
         loss[:, t] = info.loss_after.cpu().numpy()

@@ -26,7 +26,15 @@ from matplotlib.figure import Figure
 from rovr.checkpoint import atomic_write_text
 from rovr.conditioning import NEEDS_ORIGINAL
 from rovr.data.corruption import Corrupted
-from rovr.evaluate import metric_note, table1_cells, table2_cells, table2_spread
+from rovr.evaluate import (
+    TABLE1_SCOPE,
+    data_line,
+    gap_note,
+    metric_note,
+    table1_cells,
+    table2_cells,
+    table2_spread,
+)
 from rovr.reconstruct import to_uint8
 from rovr.video.io import write_png, write_video
 
@@ -199,10 +207,12 @@ def _is_local(stage: str) -> bool:
     return stage.startswith(_LOCAL_STAGES)
 
 
+#: Panels of the learning curves: per PPG iteration (return, L_P, flow recovery), per step of Γ and of
+#: imitation. The one-off held-out evaluations (``heldout/…``) are not curves.
 _CURVES: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
-    ("return", lambda stage, key: "return" in key),
-    ("perceptual loss L_P", lambda stage, key: "perceptual" in key and not _is_local(stage)),
-    ("flow recovery O (Eq. 3)", lambda stage, key: "flow" in key and not _is_local(stage)),
+    ("return", lambda stage, key: stage == "ppg" and "return" in key),
+    ("perceptual loss L_P", lambda stage, key: stage == "ppg" and "perceptual" in key),
+    ("flow recovery O (Eq. 3)", lambda stage, key: stage == "ppg" and "flow" in key),
     ("local net Γ loss", lambda stage, key: _is_local(stage) and ("loss" in key or "perceptual" in key)),
     ("imitation loss", lambda stage, key: stage.startswith("imitation") and "loss" in key),
 )
@@ -226,6 +236,7 @@ def curve_series(
         for key, value in rec.items():
             if (
                 key in ("stage", "policy", "step", "time")
+                or key.startswith("heldout/")
                 or not isinstance(value, (int, float))
                 or isinstance(value, bool)
             ):
@@ -260,7 +271,7 @@ def learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path) -> P
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (title, series) in zip(axes.flat, panels.items()):
         for label, (xs, ys) in series.items():
-            ax.plot(xs, ys, label=label, linewidth=1.2)
+            ax.plot(xs, ys, label=label, linewidth=1.2, marker="o" if len(xs) == 1 else None, markersize=3)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration / step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -346,14 +357,8 @@ def _img_html(path: Path, alt: str) -> str:
 
 
 def _summary_html(report: Mapping[str, Any]) -> str:
-    data = report.get("datasets") or {}
     policies = report.get("policies") or {}
-    items = []
-    if data:
-        items.append(
-            f"Data: {data.get('source', '?')}: {data.get('clips', '?')} clips of {data.get('frames', '?')} frames, "
-            f"{data.get('width', '?')}×{data.get('height', '?')}, corruption seeds {data.get('seeds', '?')}."
-        )
+    items = [data_line(report)] if data_line(report) else []
     names = [r["policy"] for r in report["table2"]]
     items.append(f"Policies evaluated: {', '.join(names) or 'none'}.")
     if policies.get("missing"):
@@ -401,7 +406,7 @@ def write_html(
         ),
         f"<p class='note'>{html.escape(metric_note(metric['perceptual']))}</p>",
         "<h2>Table 1 — Γ under different conditioning frames</h2>",
-        "<p class='note'>Per-frame L_P over every target of every clip; PSNR/SSIM over hole pixels only.</p>",
+        f"<p class='note'>{html.escape(TABLE1_SCOPE)}</p>",
         _table_html(*table1_cells(report["table1"])),
     ]
     if report.get("table1_peers"):
@@ -414,7 +419,7 @@ def write_html(
         f"<p class='note'>Mean ± std over {html.escape(table2_spread(report))}. PSNR/SSIM over hole pixels "
         "only. Gap closed = (L_random − L_policy) / (L_random − L_brute_force), per seed, then averaged. "
         "Coverage: oracle fraction of the target's hole pixels visible in the chosen frames; valid rate: "
-        "fraction of targets with coverage 1.</p>",
+        f"fraction of targets with coverage 1. {html.escape(gap_note(report))}</p>",
         _table_html(*table2_cells(report["table2"])),
     ]
     sections: list[tuple[str, Callable[[str], bool], str]] = [
@@ -465,7 +470,10 @@ def write_html(
             _table_html(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timing.items()]),
         ]
     config_yaml = yaml.safe_dump(dict(config), sort_keys=False)
-    parts += ["<h2>Exact config</h2>", f"<pre>{html.escape(config_yaml)}</pre>", "</body></html>"]
+    heading = "Exact config"
+    if report.get("training_seeds"):
+        heading += " (of the first training seed's run; the others differ only in seed, time budgets, threads and device)"
+    parts += [f"<h2>{heading}</h2>", f"<pre>{html.escape(config_yaml)}</pre>", "</body></html>"]
     path = out / "report.html"
     atomic_write_text(path, "\n".join(parts) + "\n")
     return path

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -41,7 +41,15 @@ import numpy as np
 import torch
 
 from rovr.checkpoint import atomic_write_json
-from rovr.conditioning import NEEDS_ORIGINAL, Chooser, PolicyChooser, make_baseline
+from rovr.conditioning import (
+    NEEDS_ORIGINAL,
+    BruteForce,
+    Chooser,
+    CopyOracle,
+    PolicyChooser,
+    check_chooser,
+    make_baseline,
+)
 from rovr.config import RunConfig, read_run_config
 from rovr.data.corruption import Corrupted, apply_masks
 from rovr.errors import CheckpointError, DataError, RovrError
@@ -109,8 +117,8 @@ class RestoreResult:
     windows: int  # episodes run
     batch: int  # windows run together
     work_size: tuple[int, int]  # (height, width) Γ ran at
-    choices: list[list[int]] | None = None  # written frame -> its conditioning frames, as frame numbers of
-    # the input video ([] if it has no hole)
+    choices: list[list[int]] = field(default_factory=list)  # written frame -> its conditioning frames,
+    # as frame numbers of the input video ([] if it has no hole)
     audio: str | None = None  # how the input's sound was carried (None: it has none, or audio=False)
     fill: str = "copy"  # how hole pixels were filled: "copy" (chosen and nearby frames, full size) or "gamma"
     hole_pixels: int = 0  # hole pixels written
@@ -261,10 +269,11 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | Chooser | None) -> C
     """
     usable = "pass --policy sequential, nearest, stride, random or oracle_best, or a policy the run trained"
     if policy is not None and not isinstance(policy, str):
-        if not callable(getattr(policy, "choose", None)) or not callable(getattr(policy, "reset", None)):
+        check_chooser(policy, "policy")
+        if policy.name in NEEDS_ORIGINAL or isinstance(policy, (CopyOracle, BruteForce)):
             raise RovrError(
-                f"policy {policy!r} is neither a policy name nor a Chooser (.name, .reset(episodes), "
-                ".choose(episodes)); see rovr.conditioning"
+                f"policy '{policy.name}' scores frames against the original video under the holes, which a "
+                f"video to restore does not have (it is an evaluation baseline); {usable}"
             )
         return policy
     if policy in NEEDS_ORIGINAL:
@@ -556,7 +565,7 @@ def restore_video(
     copy_from = min(copy_from, n - 1, near_cap)
     # frames a written frame may copy from lie at most `lag` before or after it
     lag = max(length - 1, copy_from + cfg.k, reach) if fill == "copy" else 0
-    batch = batch or windows_per_batch(info.height, info.width, length, held=2 * lag)
+    batch = min(batch or windows_per_batch(info.height, info.width, length, held=2 * lag), len(plan))
     log.info(
         "restoring %d frames of %dx%d%s in %s of %d frames (%d at a time); Γ (%s) runs at %dx%d; policy %s",
         n,
@@ -565,7 +574,7 @@ def restore_video(
         f" (frames {start}..{start + n - 1} of {info.frames})" if n < info.frames else "",
         "one window" if len(plan) == 1 else f"{len(plan)} windows",
         length,
-        min(batch, len(plan)),
+        batch,
         gamma.name,
         work[1],
         work[0],
@@ -580,7 +589,7 @@ def restore_video(
         len(plan),
         batch,
         work,
-        [] if report is not None else None,
+        [],
         fill=fill,
         copy_reach=reach if fill == "copy" else 0,
         unseen=unseen if fill == "copy" else "gamma",
@@ -685,8 +694,7 @@ def restore_video(
                 result.unaligned_pixels += stats.unaligned
                 result.whole_hole_frames += bool(stats.hole == target.shape[0] * target.shape[1])
                 writer.write(target)
-                if result.choices is not None:
-                    result.choices.append([start + c for c in ready[i][2]])
+                result.choices.append([start + c for c in ready[i][2]])
                 written += 1
                 result.frames += 1
                 if on_frames is not None:
@@ -788,7 +796,10 @@ def _restore_windows(
     Returns the reconstructed frames uint8 (B, T, h, w, 3) and the conditioning frames (B, T, k),
     as indices within each window.
     """
-    clips = [Corrupted(original=f, frames=apply_masks(f, m), masks=m) for f, m in zip(frames, masks)]
+    # the only truth there is: the observed pixels (the input under the holes is what is being
+    # removed, so no chooser may see it as the "original")
+    observed = [apply_masks(f, m) for f, m in zip(frames, masks)]
+    clips = [Corrupted(original=o, frames=o, masks=m) for o, m in zip(observed, masks)]
     episodes = Episodes(clips, net, None, k=cfg.k, cell=cfg.policy.cell, device=device)
     rec = reconstruct(episodes, chooser)
     return to_uint8(rec.video), rec.choices

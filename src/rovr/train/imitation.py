@@ -406,6 +406,12 @@ def train_imitation(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
                     cfg.imitation.max_minutes,
                     state.step,
                 )
+                if state.step == 0:
+                    log.warning(
+                        "imitation: the policy is saved untrained: imitation.max_minutes=%g ran out before "
+                        "its first step; raise it",
+                        cfg.imitation.max_minutes,
+                    )
                 break
             step = state.step
             rng = gen.get_state()

@@ -271,6 +271,12 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     )
     discard(resume)
     log.info("%s: %d steps, %.0f s of training, Γ saved to %s", STAGE, state.step, state.seconds, run.local)
+    if state.step == 0:
+        log.warning(
+            "%s: Γ was saved untrained: pretrain.max_minutes=%g ran out before its first step; raise it",
+            STAGE,
+            pc.max_minutes,
+        )
     return run.local
 
 
