@@ -193,3 +193,18 @@ def test_reproduce_evaluates_each_run_with_one_corruption_seed_unless_set(
     assert cli.main(["reproduce", "table2", "--out", str(tmp_path / "t"), "--no-progress"]) == 0
     assert cli.main(["reproduce", "table2", "--out", str(tmp_path / "t"), "--set", "eval.seeds=2"]) == 0
     assert seen == [1, 2]
+
+
+def test_the_shipped_configs_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config configs/paper.yaml` works in the repository only; `--config paper` anywhere."""
+    import argparse
+
+    from rovr import cli
+    from rovr.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(config="paper", overrides=[], data=None, device=None)
+    assert cli._config(args).data.size == 256
+    args.config = "configs/paper.yaml"
+    with pytest.raises(ConfigError, match="or `demo` / `paper` for the shipped ones"):
+        cli._config(args)

@@ -596,6 +596,33 @@ def test_the_readme_chooser_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     assert (tmp_path / "clip_repaired.mp4").is_file()
 
 
+def test_a_test_split_that_now_holds_a_trained_video_is_refused(tmp_path: Path) -> None:
+    """Videos removed from (or added to) the data folder after training move the hash split: evaluating
+    the run's "test split" would then score a video it trained on."""
+    import dataclasses
+
+    from rovr.checkpoint import atomic_write_json
+    from rovr.data.clips import video_splits
+    from rovr.video.io import write_video
+
+    data = tmp_path / "videos"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c", "d"):
+        write_video(data / f"{name}.mp4", rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8), fps=8)
+    cfg = _tiny_run(tmp_path / "run")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=str(data), val_fraction=0.0))
+    then = video_splits(cfg.data)
+    atomic_write_json(tmp_path / "run" / "splits.json", then)  # as Γ's stage records it
+    (data / then["test"][0]).unlink()  # the held-out video is gone: another takes its place
+    now = video_splits(cfg.data)
+    assert now["test"] and now["test"][0] in then["train"]
+    with pytest.raises(RovrError, match=f"test split now holds {now['test'][0]}, which the run trained on"):
+        evaluate_run(tmp_path / "run", tmp_path / "eval", cfg=cfg)
+    assert not (tmp_path / "eval").exists()
+    (data / then["test"][0]).symlink_to(data / now["test"][0])  # back as it was: evaluated again
+    evaluate_run(tmp_path / "run", tmp_path / "eval", cfg=cfg, brute_force=False, max_clips=1)
+
+
 def test_evaluate_run_on_a_user_folder_uses_every_video(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

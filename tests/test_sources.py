@@ -245,3 +245,25 @@ def test_spread_is_sorted_unique_and_of_the_asked_size(n: int, limit: int) -> No
     idx = spread(n, limit)
     assert idx == sorted(set(idx)) and all(0 <= i < n for i in idx)
     assert len(idx) == (n if limit <= 0 or limit >= n else limit)
+
+
+def test_a_video_shorter_than_a_clip_is_in_no_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A too-short video used to take a split's place: alone in test, it left nothing to evaluate
+    (found only by `rovr evaluate`, after training); now the split is made of usable videos only,
+    and the skip is said once, not once per split."""
+    root = tmp_path / "data"
+    for name in ("a", "b", "c", "d"):
+        frames_folder(root / name, 6)
+    frames_folder(root / "short", 3)
+    for seed in range(8):  # whichever way the hash falls, every split holds long videos only
+        cfg = DataConfig(
+            source=str(root), frames=5, size=16, val_fraction=0.25, test_fraction=0.25, seed=seed
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="rovr"):
+            splits = {s: ClipSet(cfg, s) for s in ("train", "val", "test")}
+        assert sorted(v for c in splits.values() for v in c.videos) == ["a", "b", "c", "d"], seed
+        assert all(len(c) > 0 for c in splits.values()), seed
+        assert caplog.text.count("skipping 'short'") <= 1
+    with pytest.raises(DataError, match="no video of .* has at least data.frames=7 frames \\(5 skipped\\)"):
+        ClipSet(DataConfig(source=str(root), frames=7, size=16), "test")

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from rovr.checkpoint import META_KEY, load_checkpoint
 from rovr.config import CorruptionConfig, DataConfig, MetricConfig, PretrainConfig, RunConfig
-from rovr.data.clips import ClipSet
+from rovr.data.clips import ClipSet, video_splits
 from rovr.data.corruption import corrupt
 from rovr.errors import CheckpointError, RovrError
 from rovr.metrics.perceptual import lambda_schedule
@@ -248,6 +248,7 @@ def test_time_budget_ends_the_schedules(tmp_path: Path, monkeypatch: pytest.Monk
     pretrain_local(cfg, run, progress=False)
     meta = json.loads(run.local.with_suffix(".json").read_text())
     assert 2 < meta["step"] < 100 and meta["seconds"] >= 15.0
+    assert json.loads(run.splits.read_text()) == video_splits(cfg.data)  # what evaluate holds it to
     assert len(lams) == meta["step"]
     assert lams[-1] > 0.5 * cfg.pretrain.lambda_max  # by steps alone it would still be ~0
 

@@ -30,6 +30,10 @@ log = logging.getLogger("rovr")
 DEFAULT_EVAL_DATA = Path("..") / "shared" / "data" / "real"
 
 
+#: The configs shipped inside the package: ``--config NAME`` finds them from any folder.
+PACKAGED_CONFIGS = ("demo", "paper")
+
+
 def packaged_config(name: str) -> Path:
     """Path of a config shipped with the package (``demo`` or ``paper``)."""
     return Path(str(resources.files("rovr") / "configs" / f"{name}.yaml"))
@@ -39,6 +43,8 @@ def _config(args: argparse.Namespace, default: str | None = None, extra: Sequenc
     from rovr.config import load_config
 
     path = args.config or (packaged_config(default) if default else None)
+    if args.config in PACKAGED_CONFIGS and not Path(args.config).exists():  # `--config paper` from anywhere
+        path = packaged_config(args.config)
     overrides = list(extra) + list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.source={args.data}")
@@ -48,7 +54,10 @@ def _config(args: argparse.Namespace, default: str | None = None, extra: Sequenc
 
 
 def _add_config_args(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("--config", help="YAML config file (default: the packaged demo config; see configs/)")
+    p.add_argument(
+        "--config",
+        help="YAML config file, or `demo` / `paper` for the configs shipped with rovr (default: demo)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",

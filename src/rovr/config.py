@@ -161,7 +161,10 @@ class ImitationConfig:
         0.0,
         "copy expert: 0 = imitate the best pair only; s > 0 = q ∝ exp(−(cost − min) / (s · mean cost))",
     )
-    max_minutes: float = _f(0.0, "stop after this many minutes (0 = no limit)")
+    max_minutes: float = _f(
+        0.0,
+        "stop after this many minutes of training (0 = no limit; labelling the teacher's states comes first)",
+    )
     checkpoint_every: int = _f(500, "save a resume checkpoint every this many steps (and on Ctrl-C)")
 
     def __post_init__(self) -> None:
@@ -404,7 +407,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         what = "is a folder" if p.is_dir() else "does not exist"
-        raise ConfigError(f"config file '{p}' {what}; pass an existing YAML file (see configs/)")
+        raise ConfigError(
+            f"config file '{p}' {what}; pass an existing YAML file, or `demo` / `paper` for the shipped ones"
+        )
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:

@@ -976,6 +976,37 @@ def evaluation_source(cfg: RunConfig, data: str | Path | None) -> str:
     return f"{Path(data).expanduser().resolve()} (all videos)"
 
 
+def check_held_out(run_splits: Path, cfg: RunConfig, data: str | Path | None) -> None:
+    """Refuse (one line) to evaluate a run on its own test split when that split now holds a video the
+    run trained on (videos were added to or removed from the data folder since: the hash split moved);
+    a test split that changed otherwise is said. ``run_splits``: the run's ``splits.json``."""
+    from rovr.data.clips import video_splits
+
+    if not (data is None or _same_source(str(data), cfg.data.source)) or not run_splits.is_file():
+        return
+    try:
+        then = json.loads(run_splits.read_text())
+    except (OSError, ValueError):
+        return  # an unreadable record protects nothing; the evaluation itself is still valid
+    now = video_splits(cfg.data)
+    if now["test"] == then.get("test"):
+        return
+    trained = set(then.get("train", [])) | set(then.get("val", []))
+    seen = [v for v in now["test"] if v in trained]
+    if seen:
+        raise DataError(
+            f"the videos of {cfg.data.source} changed since this run was trained: its test split now holds "
+            f"{', '.join(seen)}, which the run trained on; evaluate on held-out videos with --data DIR "
+            "(or put the folder back as it was)"
+        )
+    log.warning(
+        "the test split of %s changed since this run was trained (then: %s; now: %s); none of them was trained on",
+        cfg.data.source,
+        ", ".join(then.get("test", [])) or "none",
+        ", ".join(now["test"]),
+    )
+
+
 def no_clips_error(cfg: RunConfig, data: str | Path | None, source: str) -> DataError:
     """Why :func:`evaluation_clips` found nothing, in one line: a run's test split that holds no video
     (its few videos all went to training), else videos shorter than a clip."""
@@ -1183,6 +1214,7 @@ def evaluate_run(
     net = load_local(gamma, cfg, device)
     # the data and the output folder are checked before the metrics and policies are loaded (their
     # notices would come before a one-line refusal) and long before the output is written
+    check_held_out(run.splits, cfg, data)
     clips_by_seed: dict[int, list[Corrupted]] = {}
     source = ""
     for seed in range(n_seeds):
@@ -1201,7 +1233,7 @@ def evaluate_run(
             nets[name] = load_local(path, cfg, device, "rovr train-policy")
     missing = [n for n in LEARNED_POLICIES if n not in policies and n not in unusable]
     if missing:
-        log.info("policies not in %s: %s", run.root, ", ".join(missing))
+        log.info("not trained in %s, so not in the tables: %s", run.root, ", ".join(missing))
 
     loaded = time.perf_counter()
 

@@ -426,7 +426,7 @@ def write_html(
         (
             "Fig. 3 — chosen conditioning frames",
             lambda key: key == "fig3",
-            "Yellow: the target frame of each timestep; green: the frames chosen to condition on (first test clip).",
+            "Yellow: the target frame of each timestep; green: the frames chosen to condition on (the first clip evaluated).",
         ),
         (
             "Fig. 6 — sample reconstructions",

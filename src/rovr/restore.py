@@ -515,9 +515,9 @@ def restore_video(
             chooser = make_baseline("oracle_best")
         else:
             log.info(
-                "'%s' has %d frames, fewer than the policy's T=%d: it chooses among them",
-                video,
+                "%d frames of '%s' to restore, fewer than the policy's T=%d: it chooses among them",
                 n,
+                video,
                 cfg.data.frames,
             )
     # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's

@@ -85,6 +85,38 @@ def clips_from_video(
     ]
 
 
+#: (source, video, data.frames) already said to be too short: said once, not once per split.
+_SAID_SHORT: set[tuple[str, str, int]] = set()
+
+
+def usable_videos(source: Source, frames: int) -> dict[str, int]:
+    """The videos of ``source`` long enough for one clip of ``frames`` → their lengths, in source order.
+
+    A shorter video is in no split (one alone in the test split would leave nothing to evaluate); it
+    is said once. DataError (one line) when no video is long enough.
+    """
+    names = source.videos()
+    lengths = {video: source.num_frames(video) for video in names}
+    short = [video for video in names if lengths[video] < frames]
+    for video in short:
+        if (source.name, video, frames) not in _SAID_SHORT:
+            _SAID_SHORT.add((source.name, video, frames))
+            log.warning("skipping '%s': %d frames, fewer than data.frames=%d", video, lengths[video], frames)
+    if names and len(short) == len(names):
+        raise DataError(
+            f"no video of {source.name} has at least data.frames={frames} frames ({len(short)} skipped); "
+            "add longer videos or lower data.frames"
+        )
+    return {video: n for video, n in lengths.items() if n >= frames}
+
+
+def video_splits(cfg: DataConfig, source: Source | None = None) -> dict[str, list[str]]:
+    """The train/val/test videos of ``cfg``'s source (:func:`split_videos` of its usable videos)."""
+    source = source if source is not None else open_source(cfg)
+    names = list(usable_videos(source, cfg.frames))
+    return split_videos(names, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+
 def _stable_hash(name: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\0{name}".encode()).digest()[:8], "big")
 
@@ -138,28 +170,19 @@ class ClipSet(Sequence[Clip]):
             raise ValueError(f"split must be one of {(*SPLITS, 'all')} (got '{split}')")
         self.cfg, self.split = cfg, split
         self.source = source if source is not None else open_source(cfg)
-        names = self.source.videos()
+        lengths = usable_videos(self.source, cfg.frames)
+        names = list(lengths)
         self.videos = (
             names
             if split == "all"
             else split_videos(names, cfg.val_fraction, cfg.test_fraction, cfg.seed)[split]
         )
         self.windows: list[tuple[str, int]] = []
-        skipped = 0
         for video in self.videos:
-            n = self.source.num_frames(video)
-            if n < cfg.frames:
-                log.warning("skipping '%s': %d frames, fewer than data.frames=%d", video, n, cfg.frames)
-                skipped += 1
-                continue
             self.windows += [
-                (video, s) for s in clip_starts(n, cfg.frames, cfg.stride, cfg.max_clips_per_video)
+                (video, s)
+                for s in clip_starts(lengths[video], cfg.frames, cfg.stride, cfg.max_clips_per_video)
             ]
-        if self.videos and not self.windows:
-            raise DataError(
-                f"no video of split '{split}' of {self.source.name} has at least data.frames={cfg.frames} frames "
-                f"({skipped} skipped); add longer videos or lower data.frames"
-            )
         if not self.videos:
             log.warning("split '%s' of %s holds no videos (%d in total)", split, self.source.name, len(names))
         self._cache: OrderedDict[int, Clip] = OrderedDict()

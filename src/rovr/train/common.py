@@ -76,6 +76,11 @@ class RunDir:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def splits(self) -> Path:
+        """The train/val/test videos Γ was trained with (``rovr evaluate`` checks its test split)."""
+        return self.root / "splits.json"
+
 
 def _arch(cfg_dict: dict[str, Any], keys: tuple[str, ...] = ARCH_KEYS) -> dict[str, Any]:
     out = {}

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rovr.checkpoint import atomic_write_json
 from rovr.config import CorruptionConfig, RunConfig
-from rovr.data.clips import ClipSet
+from rovr.data.clips import ClipSet, video_splits
 from rovr.data.corruption import corrupt
 from rovr.errors import RovrError
 from rovr.metrics.perceptual import PerceptualMetric, build_perceptual, lambda_schedule, reconstruction_loss
@@ -185,6 +186,7 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
     seconds_before = state.seconds
     perceptual = build_perceptual(cfg.metric, device)
     pool = SamplePool(cfg, "train", POOL_VARIANTS, seed=cfg.seed)
+    atomic_write_json(run.splits, video_splits(cfg.data))  # what is held out, for `rovr evaluate`
     val = SamplePool(cfg, "val" if cfg.data.val_fraction > 0 else "train", 1, seed=cfg.seed + 1)
     val_batch = val.sample(
         min(64, 4 * len(val) * val.num_frames), cfg.k, torch.Generator().manual_seed(123), device

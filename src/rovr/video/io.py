@@ -7,7 +7,8 @@ folder has no frame rate of its own; it is reported as :data:`FOLDER_FPS` (24). 
 
 Masks: a folder of per-frame images or one image used for every frame; a pixel is a hole where the
 image is non-zero (palette images: a non-zero palette index). JPEG masks are lossy, so there a hole
-is a value >= 128. In an image with transparency the hole is where it is non-zero *and* not
+is a value >= :data:`JPEG_HOLE` (64: DAVIS's darkest object colour, 128, survives the compression noise
+that a threshold at 128 would cut through). In an image with transparency the hole is where it is non-zero *and* not
 transparent; one whose opaque pixels are all black (strokes painted into the alpha channel of an
 editor's layer) is a hole wherever it is not transparent.
 
@@ -53,6 +54,8 @@ FOLDER_FPS = 24.0
 MIN_FRAMES = 3
 """Fewer frames than this is not a video we can use (a target needs two other frames)."""
 MAX_SIDE = 8192
+JPEG_HOLE = 64
+"""In a JPEG mask, a pixel is a hole where a channel reaches this value (lossy: not every non-zero)."""
 """Largest accepted width or height in pixels."""
 
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError)
@@ -419,7 +422,7 @@ def read_video(path: PathLike, start: int = 0, count: int | None = None) -> np.n
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    """One mask image -> bool (H, W), True = hole (non-zero; JPEG: >= 128; see the module docstring
+    """One mask image -> bool (H, W), True = hole (non-zero; JPEG: >= JPEG_HOLE; see the module docstring
     for transparency)."""
     try:
         with Image.open(path) as im:
@@ -427,11 +430,11 @@ def _read_mask(path: Path) -> np.ndarray:
             mode = im.mode
             if mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F"):
                 a = np.asarray(im)
-                hole = a >= 128 if im.format == "JPEG" else a != 0
+                hole = a >= JPEG_HOLE if im.format == "JPEG" else a != 0
             elif mode in ("RGB", "RGBA", "LA", "PA"):
                 a = np.asarray(im)
                 colour = a[..., :-1] if mode in ("RGBA", "LA", "PA") else a
-                thr = 128 if im.format == "JPEG" else 1
+                thr = JPEG_HOLE if im.format == "JPEG" else 1
                 hole = (colour >= thr).any(axis=-1)
                 if mode != "RGB":
                     shown = a[..., -1] > 0
