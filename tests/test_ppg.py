@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 import subprocess
 import sys
@@ -660,7 +661,7 @@ def test_ppg_temperature_drives_training_and_evaluation_plays_at_it(tmp_path: Pa
 
 
 def test_resume_after_an_interrupted_phase_repeats_the_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = tiny_config("ppg.iterations=4", "ppg.flow_reward=false")
     straight = train_policy(cfg, make_run(tmp_path / "a", cfg), progress=False)
@@ -673,10 +674,14 @@ def test_resume_after_an_interrupted_phase_repeats_the_uninterrupted_run(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "save_resume", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.INFO, logger="rovr"):
         train_policy(cfg, run, progress=False)
     monkeypatch.setattr(Trainer, "save_resume", save)
     resume = run.resume("rovr_noflow_warm")
+    assert (
+        f"ppg rovr_noflow_warm: interrupted at iteration 2; run again to resume from its last checkpoint ({resume})"
+        in caplog.text
+    )
     assert load_checkpoint(resume)[1]["iteration"] == 2  # saved after the first auxiliary phase
     assert not run.policy("rovr_noflow_warm").exists()
 
@@ -946,7 +951,9 @@ def test_a_refused_command_leaves_no_config_that_locks_the_folder(
     assert (
         main(["imitate", "--out", str(fresh), "--no-progress", *sets, "--set", "local.base_channels=12"]) == 2
     )
-    assert "another config" in capsys.readouterr().err and not (fresh / "config.yaml").exists()
+    err = capsys.readouterr().err
+    assert "another config (local.safetensors: local.base_channels: 8 → 12)" in err, err
+    assert "(--restart too)" in err and not (fresh / "config.yaml").exists()
     save_config(tiny_config("local.base_channels=12"), RunDir(fresh).config)  # as an older version left it
     (fresh / "local.safetensors").rename(tmp_path / "gamma.safetensors")
     assert main(["imitate", "--out", str(fresh), "--no-progress", *sets]) == 2  # no Γ: says what to run

@@ -131,11 +131,24 @@ def check_run_architecture(cfg: RunConfig, root: Path) -> None:
         if not isinstance(meta.get("config"), dict):
             continue  # not a rovr checkpoint: loading it, if ever, says so
         saved = saved_config(meta, path)
-        diff = [k for k in keys if _arch(saved, keys)[k] != _arch(mine, keys)[k]]
+        theirs, ours = _arch(saved, keys), _arch(mine, keys)
+        diff = []
+        for k in keys:
+            if theirs[k] == ours[k]:
+                continue
+            if isinstance(theirs[k], dict) and isinstance(ours[k], dict):  # a section: name its fields
+                diff += [
+                    f"{k}.{f}: {theirs[k].get(f)} → {ours[k].get(f)}"
+                    for f in sorted(set(theirs[k]) | set(ours[k]))
+                    if theirs[k].get(f) != ours[k].get(f)
+                ]
+            else:
+                diff.append(f"{k}: {theirs[k]} → {ours[k]}")
         if diff:
             raise ConfigError(
-                f"run folder '{root}' holds checkpoints of another config ({path.name} differs in "
-                f"{', '.join(diff)}); choose another --out or delete it"
+                f"run folder '{root}' holds checkpoints of another config ({path.name}: "
+                f"{', '.join(diff)}); it cannot be resumed or retrained in place (--restart too): choose "
+                "another --out or delete it"
             )
 
 

@@ -780,6 +780,18 @@ class Trainer:
                 self.save_resume()
         except (Diverged, InvalidLogitsError) as e:
             raise self.diverged(str(e)) from None
+        except KeyboardInterrupt:
+            if dist.is_main():
+                resume = self.run.resume(self.name)
+                log.info(
+                    "ppg %s: interrupted at iteration %d; %s",
+                    self.name,
+                    self.iteration,
+                    f"run again to resume from its last checkpoint ({resume})"
+                    if resume.is_file()
+                    else "no checkpoint yet (one is saved after every auxiliary phase): a rerun starts over",
+                )
+            raise
         finally:
             bar.close()
             self.metrics.close()
