@@ -313,12 +313,21 @@ BASELINES = (
 NEEDS_ORIGINAL = frozenset({"oracle_copy", "brute_force"})
 
 
+def is_chooser(obj: object) -> bool:
+    """Whether ``obj`` is a chooser object (has callable ``reset`` and ``choose``; not a class)."""
+    return (
+        not isinstance(obj, type)
+        and callable(getattr(obj, "choose", None))
+        and callable(getattr(obj, "reset", None))
+    )
+
+
 def check_chooser(obj: object, what: str, named: bool = True) -> None:
     """Refuse, in one line, what is not a :class:`Chooser` object (a class instead of an instance,
     no ``reset``/``choose``, or with ``named`` no ``name`` string)."""
     if isinstance(obj, type):
         raise RovrError(f"{what} is the class {obj.__name__}, not a chooser object; pass {obj.__name__}()")
-    if not callable(getattr(obj, "choose", None)) or not callable(getattr(obj, "reset", None)):
+    if not is_chooser(obj):
         raise RovrError(
             f"{what} {obj!r} is not a Chooser (.name, .reset(episodes), .choose(episodes) -> (B, k) frame "
             "indices); see rovr.conditioning"

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from rovr.checkpoint import atomic_write_json, atomic_write_text
-from rovr.conditioning import Chooser, PolicyChooser, check_chooser, make_baseline
+from rovr.conditioning import Chooser, PolicyChooser, check_chooser, is_chooser, make_baseline
 from rovr.data.corruption import Corrupted
 from rovr.errors import DataError, RovrError
 from rovr.metrics.image import psnr, ssim
@@ -890,10 +890,6 @@ def _same_source(a: str, b: str) -> bool:
     )
 
 
-def _is_chooser(obj: object) -> bool:
-    return callable(getattr(obj, "choose", None)) and callable(getattr(obj, "reset", None))
-
-
 class _Named:
     """A researcher's chooser as the row ``name``: its errors, and invalid frames it returns, become one
     line that names the row (the check of :meth:`Episodes.check_pairs`)."""
@@ -920,9 +916,7 @@ class _Named:
 
 def _seeded(chooser: Chooser | Callable[[int], Chooser], name: str) -> Callable[[int], Chooser]:
     """A row's chooser as a function of the corruption seed (a Chooser object serves every seed)."""
-    from rovr.conditioning import check_chooser
-
-    if _is_chooser(chooser):
+    if is_chooser(chooser):
         return lambda seed: _Named(cast("Chooser", chooser), name)
 
     def make(seed: int) -> Chooser:
@@ -1194,7 +1188,7 @@ def evaluate_run(
             raise RovrError(f"chooser name {name!r} {why}; give your chooser another name")
         if isinstance(chooser, type):
             check_chooser(chooser, f"chooser '{name}'")
-        if not (_is_chooser(chooser) or callable(chooser)):
+        if not (is_chooser(chooser) or callable(chooser)):
             raise RovrError(
                 f"chooser '{name}' is neither a Chooser (.reset, .choose) nor a function of the corruption "
                 "seed returning one; see rovr.conditioning"

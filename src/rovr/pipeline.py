@@ -12,7 +12,7 @@ from typing import Any
 
 from rovr.config import RunConfig
 from rovr.errors import CheckpointError, ConfigError
-from rovr.train.common import RunDir, prepare_run
+from rovr.train.common import RunDir, flat_config, prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ def stage_done(cfg: RunConfig, run: RunDir, stage: str) -> bool:
     return stage_checkpoint(cfg, run, stage).is_file()
 
 
-def _flat(node: Any, prefix: str) -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    return {k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}.{key}").items()}
-
-
 def config_differences(cfg: RunConfig, path: Path, stage: str, resume: bool = False) -> list[str]:
     """The settings of ``stage`` (:data:`STAGE_KEYS`) in which ``cfg`` differs from the config checkpoint
     ``path`` was trained with, as ``key: checkpoint's value → this one`` (folders compared resolved)."""
@@ -91,7 +85,7 @@ def config_differences(cfg: RunConfig, path: Path, stage: str, resume: bool = Fa
     free = RESUME_FREE_KEYS if resume else FREE_KEYS
     out = []
     for top in STAGE_KEYS[stage]:
-        theirs, ours = _flat(saved.get(top), top), _flat(mine.get(top), top)
+        theirs, ours = flat_config(saved.get(top), top), flat_config(mine.get(top), top)
         for key in sorted(set(theirs) | set(ours)):
             a, b = theirs.get(key), ours.get(key)
             if (
@@ -359,7 +353,7 @@ def _evaluated(folder: Path, cfg: RunConfig, data: str | None, same_seed: bool) 
         or len(datasets.get("seeds") or []) != cfg.eval.seeds
     ):
         return None
-    theirs, mine = _flat(report.get("config"), ""), _flat(to_dict(cfg), "")
+    theirs, mine = flat_config(report.get("config"), ""), flat_config(to_dict(cfg), "")
     free = {f".{key}" for key in _EVAL_FREE | ({"seed"} if not same_seed else set())}
     if any(theirs.get(k) != mine.get(k) for k in set(theirs) | set(mine) if k not in free):
         return None

@@ -63,6 +63,7 @@ class StepInfo:
     loss_after: torch.Tensor  # L_P(x̂_t, x_t)
     coverage: torch.Tensor  # oracle coverage of the chosen frames
     flow_recovery: torch.Tensor | None = None  # O (Eq. 3), on the last step only
+    pairs: torch.Tensor | None = None  # (B, k) the frames taken, as checked (long, each row ascending)
 
 
 class Episodes:
@@ -227,7 +228,7 @@ class Episodes:
         cov = self._pair_coverage(t, pairs)
         reward = before - after
         self.step_index += 1
-        info = StepInfo(reward=reward, loss_before=before, loss_after=after, coverage=cov)
+        info = StepInfo(reward=reward, loss_before=before, loss_after=after, coverage=cov, pairs=pairs)
         if self.done and self.flow is not None:
             info.flow_recovery = self.flow_recovery()
             info.reward = info.reward + self.flow_weight * info.flow_recovery
@@ -363,9 +364,9 @@ def reconstruct(episodes: Episodes, chooser: Chooser) -> Reconstruction:
     flow = None
     while not episodes.done:
         t = episodes.t
-        pairs = episodes.check_pairs(chooser.choose(episodes))
-        info = episodes.step(pairs)
-        choices[:, t] = pairs.cpu().numpy()
+        info = episodes.step(chooser.choose(episodes))
+        assert info.pairs is not None
+        choices[:, t] = info.pairs.cpu().numpy()
         loss[:, t] = info.loss_after.cpu().numpy()
         before[:, t] = info.loss_before.cpu().numpy()
         reward[:, t] = info.reward.cpu().numpy()

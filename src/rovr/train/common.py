@@ -82,6 +82,13 @@ class RunDir:
         return self.root / "splits.json"
 
 
+def flat_config(node: Any, prefix: str) -> dict[str, Any]:
+    """A config (sub)dict as ``{"prefix.section.key": value}``, for naming what two configs differ in."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, sub in node.items() for k, v in flat_config(sub, f"{prefix}.{key}").items()}
+
+
 def _arch(cfg_dict: dict[str, Any], keys: tuple[str, ...] = ARCH_KEYS) -> dict[str, Any]:
     out = {}
     for key in keys:
@@ -133,17 +140,9 @@ def check_run_architecture(cfg: RunConfig, root: Path) -> None:
         saved = saved_config(meta, path)
         theirs, ours = _arch(saved, keys), _arch(mine, keys)
         diff = []
-        for k in keys:
-            if theirs[k] == ours[k]:
-                continue
-            if isinstance(theirs[k], dict) and isinstance(ours[k], dict):  # a section: name its fields
-                diff += [
-                    f"{k}.{f}: {theirs[k].get(f)} → {ours[k].get(f)}"
-                    for f in sorted(set(theirs[k]) | set(ours[k]))
-                    if theirs[k].get(f) != ours[k].get(f)
-                ]
-            else:
-                diff.append(f"{k}: {theirs[k]} → {ours[k]}")
+        for k in keys:  # a section is named field by field
+            a, b = flat_config(theirs[k], k), flat_config(ours[k], k)
+            diff += [f"{f}: {a.get(f)} → {b.get(f)}" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
         if diff:
             raise ConfigError(
                 f"run folder '{root}' holds checkpoints of another config ({path.name}: "
