@@ -26,6 +26,7 @@ from rovr.evaluate import (
     build_report,
     combine_seed_reports,
     copy_from_frames,
+    data_line,
     evaluate_run,
     gap_closed,
     markdown_table1,
@@ -623,6 +624,35 @@ def test_a_test_split_that_now_holds_a_trained_video_is_refused(tmp_path: Path) 
     evaluate_run(tmp_path / "run", tmp_path / "eval", cfg=cfg, brute_force=False, max_clips=1)
 
 
+def test_data_line_names_the_videos_and_says_how_many_it_leaves_out() -> None:
+    data = {"source": "x", "clips": 12, "frames": 20, "width": 64, "height": 64, "seeds": [0]}
+    assert data_line({"datasets": data}) == "Data: x: 12 clips of 20 frames, 64×64, corruption seeds [0]."
+    names = [f"v{i}" for i in range(10)]
+    line = data_line({"datasets": {**data, "videos": names}})
+    assert line.startswith("Data: x: 12 clips of 10 videos (v0, v1, v2, v3, v4, v5, v6, v7 and 2 more) of 20")
+    assert data_line({"datasets": {**data, "videos": ["a"]}}).startswith(
+        "Data: x: 12 clips of 1 video (a) of"
+    )
+    assert data_line({}) == ""
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_data_is_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rovr.video.io import write_video
+
+    _tiny_run(tmp_path / "run")
+    write_video(tmp_path / "videos" / "a.mp4", np.zeros((T, 16, 16, 3), np.uint8), fps=8)
+    (tmp_path / "eval").write_text("mine")
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(RovrError, match="is a file; choose a folder with --out"),
+    ):
+        evaluate_run(tmp_path / "run", tmp_path / "eval", data=tmp_path / "videos")
+    assert not any("found" in r.getMessage() for r in caplog.records)  # nothing said about the data first
+    assert (tmp_path / "eval").read_text() == "mine"
+
+
 def test_evaluate_run_on_a_user_folder_uses_every_video(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -640,7 +670,11 @@ def test_evaluate_run_on_a_user_folder_uses_every_video(
     assert ev.report["datasets"]["source"] == f"{data.resolve()} (all videos)"
     assert ev.report["run"] == str(run.resolve())
     md = (tmp_path / "eval" / "report.md").read_text()
-    assert f"Data: {data.resolve()} (all videos): 3 clips of {T} frames" in md
+    assert ev.report["datasets"]["videos"] == ["a.mp4", "b.mp4", "c.mp4"]  # which videos were scored
+    assert ev.report["datasets"]["clip_starts"] == [["a.mp4", 0], ["b.mp4", 0], ["c.mp4", 0]]
+    assert (
+        f"Data: {data.resolve()} (all videos): 3 clips of 3 videos (a.mp4, b.mp4, c.mp4) of {T} frames" in md
+    )
     assert "first corruption seed's masks" in md and "Gap closed needs the brute-force row" in md
     assert "brute_force" not in [r["policy"] for r in ev.report["table2"]]
     assert ev.report["table2"][0]["gap_closed"] is None  # no brute-force row: no gap to close

@@ -720,6 +720,25 @@ def test_resumed_run_logs_each_iteration_once(tmp_path: Path, monkeypatch: pytes
     assert len(list(events.glob("events.out.tfevents.*"))) == 2  # the resumed run's events purge step 3 on
 
 
+def test_without_the_flow_reward_flow_recovery_is_logged_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rovr_noflow_warm measures flow recovery for its learning curve (the ablation's curve to compare)
+    but is trained exactly as without any flow backend."""
+    import rovr.train.ppg as ppg_module
+
+    cfg = tiny_config("ppg.iterations=2", "ppg.flow_reward=false")
+    run = make_run(tmp_path / "a", cfg)
+    measured = train_policy(cfg, run, progress=False)
+    rows = [r for r in read_metric_log(run.logs) if "charts/SPS" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(-1.0 <= r["charts/flow_recovery"] <= 1.0 for r in rows)
+    monkeypatch.setattr(ppg_module, "build_flow", lambda *a, **k: None)
+    blind = train_policy(cfg, make_run(tmp_path / "b", cfg), progress=False)
+    a, b = load_checkpoint(measured)[0], load_checkpoint(blind)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_time_budget_stops_after_the_iteration_and_still_runs_the_auxiliary_phase(tmp_path: Path) -> None:
     cfg = tiny_config("ppg.iterations=4", "ppg.flow_reward=false", "ppg.max_minutes=0.000001")
     run = make_run(tmp_path / "run", cfg)

@@ -630,15 +630,26 @@ def metric_note(perceptual_name: str) -> str:
     return f"L_P is {perceptual_name} (paper Eq. 1, perceptual term)."
 
 
+#: How many video names "Data: …" lists (``datasets.videos`` holds them all).
+DATA_LINE_VIDEOS = 8
+
+
 def data_line(report: Mapping[str, Any]) -> str:
     """ "Data: …" — what a report evaluated (``datasets``), or "" when it does not say."""
     data = report.get("datasets") or {}
     if not data:
         return ""
     clips = data.get("clips", "?")
+    videos = list(data.get("videos") or [])
+    named = ""
+    if videos:
+        shown = ", ".join(videos[:DATA_LINE_VIDEOS])
+        more = f" and {len(videos) - DATA_LINE_VIDEOS} more" if len(videos) > DATA_LINE_VIDEOS else ""
+        named = f" of {len(videos)} video{'' if len(videos) == 1 else 's'} ({shown}{more})"
     return (
-        f"Data: {data.get('source', '?')}: {clips} clip{'' if clips == 1 else 's'} of {data.get('frames', '?')} "
-        f"frames, {data.get('width', '?')}×{data.get('height', '?')}, corruption seeds {data.get('seeds', '?')}."
+        f"Data: {data.get('source', '?')}: {clips} clip{'' if clips == 1 else 's'}{named} of "
+        f"{data.get('frames', '?')} frames, {data.get('width', '?')}×{data.get('height', '?')}, corruption "
+        f"seeds {data.get('seeds', '?')}."
     )
 
 
@@ -1045,9 +1056,13 @@ def check_out_beside_data(out: Path, data: str | Path | None) -> None:
 
 def check_report_folder(out: Path, data: str | Path | None) -> None:
     """Refuse (one line) an --out folder inside the data folder (its figures and video would be read
-    as data by the next evaluation of it), or one holding files of the report's names that an
-    evaluation did not write (a report.json without Table 2): they would be replaced."""
+    as data by the next evaluation of it), one that cannot be made or written (a file, a folder without
+    write permission), or one holding files of the report's names that an evaluation did not write (a
+    report.json without Table 2): they would be replaced."""
+    from rovr.train.common import check_writable
+
     check_out_beside_data(out, data)
+    check_writable(out, "output folder", "--out", folder=True)
     if not out.is_dir():
         return
     ours = [p.name for p in out.iterdir() if p.name in REPORT_FILES]
@@ -1304,6 +1319,8 @@ def evaluate_run(
                 "height": first_clip[1],
                 "width": first_clip[2],
                 "seeds": t2.seeds,
+                "videos": list(dict.fromkeys(c.video for c in first if c.video)),
+                "clip_starts": [[c.video, c.start] for c in first if c.video],
             },
             "notes": [metric_note(perceptual.name)],
             "run": str(run.root.resolve()),

@@ -29,11 +29,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Corrupted:
-    """A corrupted clip: ``original`` and ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W)."""
+    """A corrupted clip: ``original`` and ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W);
+    ``video`` and ``start`` say where it was cut from, when it was cut from a source ("" otherwise)."""
 
     original: np.ndarray
     frames: np.ndarray
     masks: np.ndarray
+    video: str = ""
+    start: int = 0
 
     @cached_property
     def oracle(self) -> Oracle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -288,7 +289,12 @@ def corrupted_clips(cfg: RunConfig, split: str, seed: int, limit: int = 0) -> li
     """
     clips = ClipSet(cfg.data, split)
     return [
-        corrupt(clips[i].frames, cfg.corruption, seed=seed * 100_003 + i) for i in spread(len(clips), limit)
+        dataclasses.replace(
+            corrupt(clips[i].frames, cfg.corruption, seed=seed * 100_003 + i),
+            video=clips.windows[i][0],
+            start=clips.windows[i][1],
+        )
+        for i in spread(len(clips), limit)
     ]
 
 

@@ -413,7 +413,7 @@ class Learner:
         rewards = steps["reward"].float()  # (B, T)
         if k > 1:
             terminal = torch.zeros_like(steps["gain"])  # (B, T, K [+1]): w·O of each pair's video
-            if terminal_reward is not None:
+            if terminal_reward is not None and cfg.flow_reward:  # w = 0: no other pair's flow to pay
                 terminal[:, :, 0] = terminal_reward.to(terminal)[:, None]
                 swapped = env.swapped_terminal_reward()  # (B, T, K−1 [+1])
                 terminal[:, :, 1:] = swapped.to(terminal)
@@ -629,9 +629,8 @@ class Trainer:
         )
         with dist.main_first():  # rank 0 may download metric weights into the shared cache
             self.perceptual = build_perceptual(cfg.metric, self.device, download=dist.is_main())
-            self.flow = (
-                build_flow(cfg.metric, self.device, download=dist.is_main()) if cfg.ppg.flow_reward else None
-            )
+            # built without the flow reward too: flow recovery is logged (its learning curve) at w = 0
+            self.flow = build_flow(cfg.metric, self.device, download=dist.is_main())
         self.clips = ClipSet(cfg.data, "train")
         if len(self.clips) == 0:
             raise RovrError(f"no training clips in '{cfg.data.source}'; add videos or lower data.frames")
@@ -657,7 +656,7 @@ class Trainer:
             k=cfg.k,
             cell=cfg.policy.cell,
             flow=self.flow,
-            flow_weight=cfg.ppg.flow_weight,
+            flow_weight=cfg.ppg.flow_weight if cfg.ppg.flow_reward else 0.0,
             device=self.device,
         )
 
