@@ -80,9 +80,14 @@ def test_quick_demo_writes_the_report(tmp_path: Path) -> None:
         for key in ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed", "seeds"):
             assert key in row
     assert "Table 2" in res.stdout and report["timing"]
-    # a second run reuses the finished stages
-    again = rovr("demo", "--quick", "--out", str(out), "--no-progress", "--no-eval-data")
-    assert "already done" in again.stderr
+    # a second run reuses the finished stages; with other time budgets (free keys) it keeps the
+    # config.yaml the stages were trained with
+    saved = (out / "config.yaml").read_text()
+    again = rovr(
+        "demo", "--quick", "--out", str(out), "--no-progress", "--no-eval-data", "--set", "ppg.max_minutes=9"
+    )
+    assert again.returncode == 0 and "already done" in again.stderr
+    assert (out / "config.yaml").read_text() == saved
 
 
 def test_bad_data_is_refused_before_anything_is_written_or_loaded(tmp_path: Path) -> None:

@@ -106,10 +106,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for folder in eval_dirs:  # refused now, not after the training and the first evaluation
         check_out_beside_data(out, folder)
         check_evaluation_data(cfg, folder, args.eval_seeds)
-    plan_training(
-        cfg, out, args.restart, say=False
-    )  # other settings' run folder: refused before it is touched
-    prepare_run(cfg, out)
+    todo = plan_training(cfg, out, args.restart, say=False)  # another run's folder: refused untouched
+    prepare_run(cfg, out, write=bool(todo))
     _print_oracle_stats(cfg, out)
     res = train_all(cfg, out, progress=not args.no_progress, restart=args.restart)
     ev = evaluate_run(res.run.root, out, cfg=cfg, timing=res.timing)

@@ -215,7 +215,7 @@ def train_all(
     ``policies`` are extra PPG configs (ablations) trained on the same Γ and imitation policy.
     """
     todo = plan_training(cfg, out, restart, policies)
-    run = prepare_run(cfg, out)
+    run = prepare_run(cfg, out, write=bool(todo))
     timing: dict[str, float] = {}
     for stage, c in todo:
         if restart:

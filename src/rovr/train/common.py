@@ -152,10 +152,12 @@ def check_run_architecture(cfg: RunConfig, root: Path) -> None:
             )
 
 
-def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
+def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None, write: bool = True) -> RunDir:
     """Create the run folder and save the resolved config; a folder holding checkpoints of another
     architecture, a bad data folder, or (with ``stage``) a stage whose earlier stages' checkpoints are
-    missing or of another architecture is refused first, in one line, with nothing written."""
+    missing or of another architecture is refused first, in one line, with nothing written.
+    ``write`` False (nothing is to be trained): an existing config.yaml is kept as the stages wrote it
+    (a rerun with other time budgets would otherwise record budgets no stage ran with)."""
     run = RunDir(Path(root))
     check_device(cfg)
     check_run_architecture(cfg, run.root)
@@ -174,6 +176,8 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None) -> RunDir:
 
         check_stage_inputs(cfg, run, stage)
     make_folder(run.root, "run folder", "--out")
+    if not write and run.config.is_file():
+        return run
     try:
         save_config(cfg, run.config)
     except OSError as e:
