@@ -373,6 +373,7 @@ def test_combine_seed_reports(tmp_path: Path) -> None:
         r = report(loss, 0.1)
         r["table1"][0]["loss_std"] = spread
         r["datasets"] = {"source": "videos (test split)", "clips": 1, "frames": 4, "seeds": [0]}
+        r["policies"] = {"local": {"imitation": "local_imitation.safetensors"}}  # each run's own file
         folders.append(tmp_path / f"seed_{i}" / "eval")
         folders[-1].mkdir(parents=True)
         reports.append(r)
@@ -396,6 +397,8 @@ def test_combine_seed_reports(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "over 2 training seeds" in md and "| training seeds |" in md
     assert md.count("weight-free fallback") == 1 and "Data: videos (test split): 1 clip of 4 frames" in md
+    assert "`imitation` runs with the Γ trained alongside it during PPG" in md  # said for every run
+    assert combined["policies"]["local"] == {"imitation": "local_imitation.safetensors"}
 
 
 # ----------------------------------------------------------------------------- rovr evaluate
@@ -752,8 +755,26 @@ def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(
     save_model(run.tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
     tuned, report = losses("tuned")
     assert tuned["imitation"] == plain["imitation"] and tuned["rovr_flow_warm"] != plain["rovr_flow_warm"]
-    assert report["policies"]["local"] == {"rovr_flow_warm": "local_rovr_flow_warm.safetensors"}
-    assert "local_rovr_flow_warm.safetensors" in (tmp_path / "tuned" / "report.md").read_text()
+    # the same-Γ control: imitation's choices with the tuned Γ, beside the PPG row (same weights here)
+    assert tuned["imitation_tuned_local"] == tuned["rovr_flow_warm"]
+    assert [r["policy"] for r in report["table2"]][:3] == [
+        "rovr_flow_warm",
+        "imitation",
+        "imitation_tuned_local",
+    ]
+    assert report["policies"]["local"] == {
+        "rovr_flow_warm": "local_rovr_flow_warm.safetensors",
+        "imitation_tuned_local": "local_rovr_flow_warm.safetensors",
+    }
+    md = (tmp_path / "tuned" / "report.md").read_text()
+    assert "`rovr_flow_warm` runs with the Γ trained alongside it during PPG (`local_rovr_flow_warm" in md
+    assert "`imitation_tuned_local` is the imitation policy run with that same Γ" in md
+    assert "the same-Γ control" in (tmp_path / "tuned" / "report.html").read_text()
+    assert not (tmp_path / "tuned" / "fig6_imitation_tuned_local.png").exists()
+    with pytest.raises(RovrError, match="'imitation_tuned_local' is a row of the table already"):
+        evaluate_run(
+            run.root, tmp_path / "mine", choosers={"imitation_tuned_local": make_baseline("nearest", 0)}
+        )
     # --local: one Γ under every row (the same-Γ control); both rows are the tuned-Γ one again
     control = evaluate_run(
         run.root, tmp_path / "control", brute_force=False, local="local_rovr_flow_warm.safetensors"

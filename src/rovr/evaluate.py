@@ -62,7 +62,10 @@ TABLE1_POLICIES: dict[str, str] = {
 LEARNED_POLICIES = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
 """Learned policies a full run trains (``policy_<name>.safetensors`` in the run folder)."""
 TABLE2_BASELINES = ("sequential", "nearest", "random", "stride", "oracle_best", "oracle_copy", "brute_force")
-TABLE2_ORDER = LEARNED_POLICIES + TABLE2_BASELINES
+#: The same-Γ control: the imitation policy run with the Γ a PPG run trained alongside its policy
+#: (``ppg.train_local``, §6.3). Next to that policy's row it tells the policy's gain from Γ's.
+SAME_LOCAL_CONTROL = "imitation_tuned_local"
+TABLE2_ORDER = LEARNED_POLICIES + (SAME_LOCAL_CONTROL,) + TABLE2_BASELINES
 """Row order of Table 2 (DESIGN.md names); other names follow in the order given."""
 TABLE2_METRICS = ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed", "coverage", "valid_rate")
 """Per-seed metrics of a Table 2 row; each gets a ``<name>_std`` field (std over seeds)."""
@@ -670,6 +673,25 @@ def gap_note(report: Mapping[str, Any]) -> str:
     )
 
 
+def local_notes(report: Mapping[str, Any]) -> list[str]:
+    """Which Γ the rows used, where not stage 1's alone (``local``, ``policies.local``)."""
+    if report.get("local"):
+        return [f"Every row and Table 1 use the Γ of `{report['local']}` (`--local`)."]
+    notes = []
+    for name, path in ((report.get("policies") or {}).get("local") or {}).items():
+        if name == SAME_LOCAL_CONTROL:
+            notes.append(
+                f"`{name}` is the imitation policy run with that same Γ (`{path}`): the same-Γ control, so "
+                "the difference between it and the PPG policy that trained this Γ is the policy's alone."
+            )
+        else:
+            notes.append(
+                f"`{name}` runs with the Γ trained alongside it during PPG (`{path}`); the other rows "
+                "and Table 1 use stage 1's Γ (`local.safetensors`)."
+            )
+    return notes
+
+
 def markdown_report(report: Mapping[str, Any]) -> str:
     """The whole report.md: backends, data, Table 1 (+ peers), Table 2, missing policies, timing."""
     metric = report["metric"]
@@ -703,13 +725,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         parts.append(f"\nNot in this run (not evaluated): {', '.join(policies['missing'])}.\n")
     for name, why in (policies.get("unusable") or {}).items():
         parts.append(f"\nSkipped `{name}`: {why}\n")
-    if report.get("local"):
-        parts.append(f"\nEvery row and Table 1 use the Γ of `{report['local']}` (`--local`).\n")
-    for name, path in (policies.get("local") or {}).items():
-        parts.append(
-            f"\n`{name}` runs with the Γ trained alongside it during PPG (`{path}`); the other rows "
-            "and Table 1 use stage 1's Γ (`local.safetensors`).\n"
-        )
+    parts += [f"\n{line}\n" for line in local_notes(report)]
     timing = report.get("timing") or {}
     if timing:
         parts.append("\n## Timing (s)\n\n" + "\n".join(f"- {k}: {v:.1f}" for k, v in timing.items()) + "\n")
@@ -835,6 +851,8 @@ def combine_seed_reports(
         for key, value in (r.get("timing") or {}).items():
             timing[key] = timing.get(key, 0.0) + float(value)
     missing = sorted({n for r in reports for n in (r.get("policies") or {}).get("missing", [])})
+    locals_ = [(r.get("policies") or {}).get("local") or {} for r in reports]
+    same_local = locals_[0] if all(x == locals_[0] for x in locals_) else {}
     out = Path(out_dir)
     table1_note = (
         "Table 1: every run's frames pooled; the runs evaluated the same clips, so its frames and 95 % CI "
@@ -845,7 +863,12 @@ def combine_seed_reports(
     extra: dict[str, Any] = {
         "table1_peers": pooled("table1_peers"),
         "training_seeds": len(reports),
-        "policies": {"evaluated": names, "missing": missing, "unusable": {}},
+        "policies": {
+            "evaluated": names,
+            "missing": missing,
+            "unusable": {},
+            **({"local": same_local} if same_local else {}),
+        },
         "runs": [r.get("run") for r in reports],
         **({"datasets": dict(datasets[0] or {})} if same_data else {}),
         "notes": [
@@ -1197,7 +1220,7 @@ def evaluate_run(
             f"choosers must map row names to choosers, e.g. {{'mine': Mine()}} (got {type(choosers).__name__})"
         )
     for name, chooser in (choosers or {}).items():
-        taken = name in TABLE2_BASELINES or name in LEARNED_POLICIES or run.policy(name).is_file()
+        taken = name in TABLE2_ORDER or run.policy(name).is_file()
         if not isinstance(name, str) or taken or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             why = "is a row of the table already" if taken else "is not a plain name (letters, digits, _ . -)"
             raise RovrError(f"chooser name {name!r} {why}; give your chooser another name")
@@ -1237,9 +1260,16 @@ def evaluate_run(
     flow = build_flow(cfg.metric, device)
     policies, unusable = load_policies(cfg, run.root, device)
     nets: dict[str, LocalNet] = {}  # a policy whose PPG run also trained Γ is evaluated with that Γ
+    local_names: dict[str, str] = {}
     for name in policies if local is None else ():
         if (path := run.local_for(name)) != run.local:
             nets[name] = load_local(path, cfg, device, "rovr train-policy")
+            local_names[name] = path.name
+    donor = next((n for n in LEARNED_POLICIES if n in nets), None)
+    if donor is not None and "imitation" in policies and "imitation" not in nets:
+        # imitation's choices with the first tuned Γ: is the PPG row's gain its policy's or Γ's?
+        nets[SAME_LOCAL_CONTROL] = nets[donor]
+        local_names[SAME_LOCAL_CONTROL] = local_names[donor]
     missing = [n for n in LEARNED_POLICIES if n not in policies and n not in unusable]
     if missing:
         log.info("not trained in %s, so not in the tables: %s", run.root, ", ".join(missing))
@@ -1253,6 +1283,8 @@ def evaluate_run(
         return lambda seed: make_baseline(name, seed)
 
     rows: dict[str, Callable[[int], Chooser]] = {n: learned(p) for n, p in policies.items()}
+    if SAME_LOCAL_CONTROL in nets:
+        rows[SAME_LOCAL_CONTROL] = learned(policies["imitation"])
     rows.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
     rows.update(own)
     t2 = table2(clips_by_seed, rows, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell, nets=nets)
@@ -1275,8 +1307,9 @@ def evaluate_run(
         clip = t2.sample_clip
         targets = _pick_targets(clip.frames.shape[0])
         files["fig1"] = figures.fig1_masked(clip, targets[:3], stage / "fig1_masked.png")
-        files["fig3"] = figures.fig3_heatmaps(
-            {n: r.choices[0] for n, r in t2.runs.items()}, stage / "fig3_heatmaps.png"
+        files["fig3"] = figures.fig3_heatmaps(  # the control's choices are imitation's, nearly to a frame
+            {n: r.choices[0] for n, r in t2.runs.items() if n != SAME_LOCAL_CONTROL},
+            stage / "fig3_heatmaps.png",
         )
         shown = [n for n in LEARNED_POLICIES if n in t2.runs] + list(choosers or {}) + ["sequential"]
         shown = shown if len(shown) > 1 else ["sequential", "oracle_best"]
@@ -1309,7 +1342,7 @@ def evaluate_run(
                 "evaluated": [r["policy"] for r in t2.rows],
                 "missing": missing,
                 "unusable": unusable,
-                "local": {n: run.local_for(n).name for n in nets},
+                "local": local_names,
             },
             **({"local": str(gamma)} if local is not None else {}),  # --local: one Γ under every row
             "datasets": {

@@ -30,6 +30,7 @@ from rovr.evaluate import (
     TABLE1_SCOPE,
     data_line,
     gap_note,
+    local_notes,
     metric_note,
     table1_cells,
     table2_cells,
@@ -365,6 +366,7 @@ def _summary_html(report: Mapping[str, Any]) -> str:
         items.append(f"Not in this run (not evaluated): {', '.join(policies['missing'])}.")
     for name, why in (policies.get("unusable") or {}).items():
         items.append(f"Skipped {name}: {why}")
+    items += [line.replace("`", "") for line in local_notes(report)]
     fair = [r for r in report["table2"] if r["policy"] not in PEEKING]
     fair = [r for r in fair if r.get("perceptual_loss") is not None]
     if fair:
