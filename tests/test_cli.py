@@ -38,6 +38,13 @@ def assert_one_line_error(res: subprocess.CompletedProcess[str], *needles: str) 
         assert n in errors[0], errors[0]
 
 
+def test_python_dash_m_rovr_is_the_rovr_command() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "rovr", "--help"], capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert res.returncode == 0 and res.stdout.startswith("usage: rovr ")
+
+
 def test_help_lists_every_command() -> None:
     res = rovr("--help")
     assert res.returncode == 0
