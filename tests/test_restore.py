@@ -389,8 +389,11 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
 
-    def restored(policy: str) -> np.ndarray:
-        restore_video(str(video), str(masks), str(tmp_path / "out.mp4"), str(run), policy=policy)  # or str
+    def restored(policy: str, local: str | None = None) -> np.ndarray:
+        restore_video(
+            str(video), str(masks), str(tmp_path / "out.mp4"), str(run), policy=policy, local=local,
+            report=tmp_path / "r.json",
+        )  # fmt: skip
         return np.stack(CapturingWriter.frames)
 
     before = {p: restored(p) for p in ("imitation", "rovr_flow_warm")}
@@ -398,7 +401,18 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     cfg = tiny_config()
     save_model(RunDir(run).tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
     assert np.array_equal(restored("imitation"), before["imitation"])
-    assert not np.array_equal(restored("rovr_flow_warm"), before["rovr_flow_warm"])
+    assert json.loads((tmp_path / "r.json").read_text())["local"] == str(RunDir(run).local)
+    tuned = restored("rovr_flow_warm")
+    assert not np.array_equal(tuned, before["rovr_flow_warm"])
+    # --local: that Γ under any policy (imitation with the tuned Γ: the report's imitation_tuned_local)
+    with_tuned = restored("imitation", local="local_rovr_flow_warm.safetensors")
+    assert not np.array_equal(with_tuned, before["imitation"])
+    assert json.loads((tmp_path / "r.json").read_text())["local"] == str(
+        RunDir(run).tuned_local("rovr_flow_warm")
+    )
+    assert np.array_equal(restored("rovr_flow_warm", local=str(RunDir(run).local)), before["rovr_flow_warm"])
+    with pytest.raises(RovrError, match="--local 'nope.safetensors' is neither a file"):
+        restored("imitation", local="nope.safetensors")
 
 
 class CapturingWriter:

@@ -277,6 +277,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             frames=args.frames,
             boxes=args.box,
             threads=args.threads,
+            local=args.local,
         )
     finally:
         for bar in bars:
@@ -473,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="CPU threads for Γ and the copy (default 0: one per core this process may use); 1 on a "
         "busy or shared machine, where spinning threads can make restore 10x slower",
+    )
+    p.add_argument(
+        "--local",
+        metavar="FILE",
+        help="the Γ checkpoint to run (a file of the run folder, e.g. local_rovr_flow_warm.safetensors, "
+        "or a path); default: the policy's own Γ where PPG trained one, else local.safetensors",
     )
     p.add_argument(
         "--dilate", type=int, default=0, help="grow the masks by this many pixels first (default 0)"

@@ -1234,15 +1234,7 @@ def evaluate_run(
     device = setup_torch(cfg)
     check_report_folder(out, data)
 
-    gamma = run.local
-    if local is not None:
-        # a name of the run folder first (`--local local_rovr_flow_warm.safetensors`), then a path as given
-        gamma = (run.root / local if (run.root / local).is_file() else Path(local).expanduser()).resolve()
-        if not gamma.is_file():
-            raise RovrError(
-                f"--local '{local}' is neither a file nor a file of run folder '{run.root}'; "
-                "pass a Γ checkpoint such as local_rovr_flow_warm.safetensors"
-            )
+    gamma = run.gamma_file(local)  # stage 1's Γ under Table 1 and the rows without their own
     net = load_local(gamma, cfg, device)
     # the data and the output folder are checked before the metrics and policies are loaded (their
     # notices would come before a one-line refusal) and long before the output is written

@@ -425,6 +425,7 @@ def restore_video(
     frames: int | None = None,
     boxes: Sequence[str | tuple[int, int, int, int]] = (),
     threads: int = 0,
+    local: str | Path | None = None,
 ) -> RestoreResult:
     """In-paint the hole pixels of ``video`` (file or frame folder) given by ``masks``; write ``out``.
 
@@ -452,7 +453,9 @@ def restore_video(
     an output of that many frames — a quick look at a long video, or a part of it — with the sound
     of that stretch; the masks still cover the whole video, and frames outside the part are neither
     decoded nor copied from. ``threads`` > 0 caps the CPU threads of Γ (torch) and of the copy
-    (default: :func:`copy_threads`).
+    (default: :func:`copy_threads`). ``local``: the Γ checkpoint to run (a file of the run folder by
+    name, e.g. ``local_rovr_flow_warm.safetensors``, or a path); default: the policy's own Γ where its
+    PPG run trained one (``ppg.train_local``), else stage 1's ``local.safetensors``.
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, out, checkpoint = Path(video), Path(out), Path(checkpoint)
@@ -520,9 +523,11 @@ def restore_video(
                 video,
                 cfg.data.frames,
             )
-    # Γ trained alongside the policy during PPG (ppg.train_local), if there is one; else stage 1's
-    gamma = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
+    # ``local``, or the Γ trained alongside the policy during PPG (ppg.train_local), or stage 1's
+    gamma = run.gamma_file(local, chooser.name if isinstance(chooser, PolicyChooser) else None)
     net = load_local(gamma, cfg, device)
+    if local is not None:
+        log.info("Γ: %s", gamma)
     if cfg.local.repair_known:
         log.warning(
             "this run's Γ also corrects known pixels (local.repair_known), at %dpx only; restore "
@@ -730,6 +735,7 @@ def restore_video(
                 "output": str(out),
                 "checkpoint": str(checkpoint),
                 "policy": result.policy,
+                "local": str(gamma),
                 "start": start,
                 "frames": result.frames,
                 "fps": info.fps,

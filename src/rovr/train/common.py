@@ -69,6 +69,20 @@ class RunDir:
         tuned = self.tuned_local(policy) if policy else None
         return tuned if tuned is not None and tuned.is_file() else self.local
 
+    def gamma_file(self, local: str | Path | None, policy: str | None = None) -> Path:
+        """The Γ checkpoint to run: ``local`` — a file of this run folder by name
+        (``local_rovr_flow_warm.safetensors``) first, else a path as given — or, without it,
+        :meth:`local_for` ``policy``; a ``local`` that is neither is refused in one line."""
+        if local is None:
+            return self.local_for(policy)
+        path = (self.root / local if (self.root / local).is_file() else Path(local).expanduser()).resolve()
+        if not path.is_file():
+            raise RovrError(
+                f"--local '{local}' is neither a file nor a file of run folder '{self.root}'; "
+                "pass a Γ checkpoint such as local_rovr_flow_warm.safetensors"
+            )
+        return path
+
     def resume(self, stage: str) -> Path:
         """Last in-progress checkpoint of a stage (deleted when the stage completes)."""
         return self.root / f"resume_{stage}.safetensors"
