@@ -293,6 +293,39 @@ def test_interrupted_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.Mon
     assert not run.resume("local").exists()
 
 
+def test_an_interrupt_after_a_step_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C between steps (in the progress bar, the validation pass, logging or a checkpoint): the
+    step's batch has been drawn, so the resume checkpoint holds the sampler state after it (it held
+    the state before, and the resumed run trained on that batch twice)."""
+    cfg = tiny()
+    straight = prepare_run(cfg, tmp_path / "straight")
+    pretrain_local(cfg, straight, progress=False)
+    tqdm = stage.tqdm
+
+    class Bar:  # the stage's bar, interrupted as its 4th step is counted
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.bar, self.n = tqdm(*args, **kwargs), 0
+
+        def update(self, k: int) -> None:
+            self.n += 1
+            if self.n == 4:
+                raise KeyboardInterrupt
+            self.bar.update(k)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.bar, name)
+
+    run = prepare_run(cfg, tmp_path / "interrupted")
+    with monkeypatch.context() as m:
+        m.setattr(stage, "tqdm", Bar)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain_local(cfg, run, progress=False)
+    assert load_checkpoint(run.resume("local"))[1]["step"] == 4
+    pretrain_local(cfg, run, progress=False)
+    a, b = weights(straight.local), weights(run.local)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_crash_resumes_from_the_last_periodic_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

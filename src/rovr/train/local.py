@@ -203,7 +203,7 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
 
     metrics = MetricLog(run.logs, STAGE, resumed_at=state.step if resumed else None)
     bar = tqdm(total=pc.steps, initial=state.step, desc=STAGE, disable=not progress, dynamic_ncols=True)
-    rng = gen.get_state()  # sampler state at the start of the step in progress
+    rng, rng_step = gen.get_state(), state.step  # sampler state at the start of the step in progress
     updating = False  # True while opt.step() runs: the weights may be half-updated
     window = (time.perf_counter(), state.step)
     net.train()
@@ -223,7 +223,7 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
             lr = cosine_lr(pc.lr, frac)
             for group in opt.param_groups:
                 group["lr"] = lr
-            rng = gen.get_state()
+            rng, rng_step = gen.get_state(), state.step
             batch = pool.sample(pc.batch_size, cfg.k, gen, device)
             loss, grad_norm = compute_gradients(net, perceptual, batch, lam)
             if not bool(torch.isfinite(loss)):
@@ -261,7 +261,8 @@ def pretrain_local(cfg: RunConfig, run: RunDir, progress: bool = True) -> Path:
                 keep(gen.get_state())
     except KeyboardInterrupt:
         if not updating:  # weights, Adam state and step agree: keep them for the next run
-            keep(rng)
+            # interrupted after the step (validation, logging, a checkpoint): its batch is drawn
+            keep(rng if state.step == rng_step else gen.get_state())
             log.info("%s: interrupted at step %d; saved %s, run again to resume", STAGE, state.step, resume)
         raise
     finally:
