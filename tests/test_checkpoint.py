@@ -49,6 +49,31 @@ def test_nan_weights_never_replace_a_good_checkpoint(tmp_path: Path) -> None:
     assert meta["step"] == 1 and torch.equal(tensors["w"], torch.ones(2))
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_an_os_error_and_keeps_the_earlier_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while saving is an OSError (every command says it in one line: free some space), not
+    safetensors' own error, which reached the user as a traceback; the earlier file stays whole."""
+    import errno
+
+    path = tmp_path / "local.safetensors"
+    save_checkpoint(path, {"w": torch.ones(3)}, {"step": 1})
+
+    def to_full_disk(self: Path, data: bytes) -> int:
+        with open("/dev/full", "wb") as f:  # writes there fail with ENOSPC, as on a full disk
+            return f.write(data)
+
+    monkeypatch.setattr(Path, "write_bytes", to_full_disk)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(path, {"w": torch.zeros(1 << 16)}, {"step": 2})
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    tensors, meta = load_checkpoint(path)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.json", "local.safetensors"]
+
+
 def test_truncated_and_missing_files_are_one_line_errors(tmp_path: Path) -> None:
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, {"w": torch.ones(1000)}, {})

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 
 from rovr.errors import CheckpointError
 
@@ -61,7 +62,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
             )
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {META_KEY: json.dumps(meta)}
-    _atomic_replace(path, lambda p: save_file(flat, str(p), metadata=header))
+    # serialised here and written by Python: a full disk is an OSError (ENOSPC), which every command
+    # reports in one line (safetensors' own writer raises its SafetensorError, shown as a traceback)
+    _atomic_replace(path, lambda p: p.write_bytes(save_bytes(flat, metadata=header)))
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
