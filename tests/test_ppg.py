@@ -945,6 +945,53 @@ def test_a_trained_run_is_never_changed_behind_its_back(
     assert len(err) == 1 and "trained from another local" in err[0] and "--restart" in err[0], err
 
 
+def test_an_interrupted_restart_is_resumed_and_the_stages_after_it_retrained(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`rovr train --restart` stopped in Γ's stage (a preempted job): the plain rerun resumed nothing
+    and skipped every stage as finished, keeping the old models beside an orphaned resume file; the
+    rerun with --restart started over again, so such a job could never finish."""
+    import rovr.train.local as local_stage
+    from rovr.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    out = tmp_path / "run"
+    train = ["train", "--out", str(out), "--no-progress", *sets, "--set", "pretrain.steps=6"]
+    assert main(train) == 0
+    before = _checkpoints(out)
+    real, calls = local_stage.compute_gradients, {"n": 0}
+
+    def stop_at_the_third_step(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(local_stage, "compute_gradients", stop_at_the_third_step)
+        assert main([*train[:-2], "--restart", "--set", "pretrain.steps=5"]) == 130
+    assert "resume where they stopped when rerun without --restart" in capsys.readouterr().err
+    weights = {n for n in before if n != "config.yaml"}
+    assert RunDir(out).resume("local").is_file() and all(_checkpoints(out)[n] == before[n] for n in weights)
+    with caplog.at_level(logging.INFO, logger="rovr"):
+        assert main([*train[:-2], "--set", "pretrain.steps=5"]) == 0  # resumes Γ, then retrains the rest
+    assert "pretrain-local: resuming the interrupted retraining" in caplog.text
+    caplog.clear()
+    assert not RunDir(out).resume("local").exists()
+    assert load_checkpoint(out / "local.safetensors")[1]["step"] == 5
+    after = _checkpoints(out)
+    assert all(
+        after[n] != before[n] for n in ("policy_imitation.safetensors", "policy_rovr_flow_warm.safetensors")
+    )
+    with caplog.at_level(logging.INFO, logger="rovr"):
+        assert main([*train[:-2], "--set", "pretrain.steps=5"]) == 0  # all finished, from this Γ
+    assert "already done" in caplog.text and _checkpoints(out) == after
+
+
 def test_a_config_yaml_rovr_did_not_write_is_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()

@@ -610,6 +610,8 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         how = f"stopped by {e.args[0]}" if isinstance(e, Stopped) else "interrupted"
         left = AFTER_INTERRUPT.get(args.command, "training stages resume where they stopped when rerun")
+        if getattr(args, "restart", False) and args.command not in AFTER_INTERRUPT:
+            left += " without --restart (with it they start over)"
         print(f"rovr: {how}; nothing half-written was left: {left}", file=sys.stderr)
         return 143 if isinstance(e, Stopped) and e.args[0] == "SIGTERM" else 130
     except BrokenPipeError:

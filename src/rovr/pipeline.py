@@ -104,9 +104,12 @@ def check_stage_state(cfg: RunConfig, run: RunDir, stage: str, restart: bool, al
     """Whether ``stage`` is to run in ``run`` (False: it is finished and ``rovr train`` skips it), or a
     one-line refusal, before anything is written: a finished stage run ``alone`` (``rovr
     pretrain-local`` etc.) would be replaced, or ``rovr train`` would skip one trained with other
-    settings, or resume an interrupted one of other settings — unless ``restart``."""
+    settings, or resume an interrupted one of other settings — unless ``restart``. A finished stage
+    with a resume checkpoint beside it (an interrupted ``--restart``) is resumed, not skipped."""
     done = stage_checkpoint(cfg, run, stage)
-    if done.is_file() and not restart:
+    # a resume checkpoint beside a finished one: a retraining (--restart) was interrupted; resumed
+    retraining = done.is_file() and stage_resume(cfg, run, stage).is_file()
+    if done.is_file() and not restart and not retraining:
         if alone:
             raise CheckpointError(
                 f"{stage} is already done in '{run.root}' ({done.name}); pass --restart to train it again "
@@ -238,11 +241,22 @@ def plan_training(
     check_device(cfg)
     check_run_architecture(cfg, out)  # another architecture's folder is named as such first
     todo: list[tuple[str, RunConfig]] = []
+    retraining = False  # an interrupted --restart is resumed: the stages after it are trained anew too
     for stage in STAGES:
         for c in [cfg, *policies] if stage == "train-policy" else [cfg]:
             if stage == "imitate" and not (c.ppg.warm_start or any(p.ppg.warm_start for p in policies)):
                 continue
-            if check_stage_state(c, RunDir(out), stage, restart, alone=False):
+            if check_stage_state(c, RunDir(out), stage, restart or retraining, alone=False):
+                if not restart and stage_done(c, RunDir(out), stage):
+                    if not retraining and say:
+                        log.info(
+                            "%s: resuming the interrupted retraining in %s (%s); the stages after it are "
+                            "trained again",
+                            stage,
+                            out,
+                            stage_resume(c, RunDir(out), stage).name,
+                        )
+                    retraining = True
                 todo.append((stage, c))
             elif any(s != stage for s, _ in todo):  # kept, but an earlier stage is to be trained anew
                 raise CheckpointError(
