@@ -992,6 +992,30 @@ def test_an_interrupted_restart_is_resumed_and_the_stages_after_it_retrained(
     assert "already done" in caplog.text and _checkpoints(out) == after
 
 
+def test_a_stage_alone_on_other_data_than_its_gamma_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's torchrun line once left out --data: PPG then trained on the synthetic default,
+    silently, in a run whose Γ was trained on the user's videos. Allowed (a policy may be trained on
+    other videos), but said."""
+    from rovr.pipeline import check_stage_inputs
+    from rovr.video.io import write_video
+
+    cfg = tiny_config()
+    run = make_run(tmp_path / "run", cfg)
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        check_stage_inputs(cfg, run, "train-policy")
+    assert "other data" not in caplog.text
+    videos = tmp_path / "videos"
+    write_video(videos / "a.mp4", np.zeros((8, 32, 32, 3), np.uint8), fps=8)
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        check_stage_inputs(tiny_config(f"data.source={videos}"), run, "train-policy")
+    assert (
+        f"train-policy trains on other data than Γ (local.safetensors) was trained on ('synthetic' → '{videos}')"
+        in caplog.text
+    )
+
+
 def test_a_config_yaml_rovr_did_not_write_is_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()

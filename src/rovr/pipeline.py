@@ -182,6 +182,17 @@ def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
         if not run.local.is_file():
             raise CheckpointError(f"'{run.local}' does not exist; run `rovr pretrain-local` first")
         check_same_architecture(cfg, read_meta(run.local), run.local, LOCAL_ARCH_KEYS)
+        other = [
+            d for d in config_differences(cfg, run.local, "pretrain-local") if d.startswith("data.source:")
+        ]
+        if other:  # allowed (a policy may be trained on other videos), but never unnoticed
+            log.warning(
+                "%s trains on other data than Γ (%s) was trained on (%s); pass --data with the "
+                "run's data (and its --config / --set values) if that is not what you meant",
+                stage,
+                run.local.name,
+                other[0].removeprefix("data.source: "),
+            )
     if stage == "train-policy" and cfg.ppg.warm_start:
         start = run.policy("imitation")
         if not start.is_file():
