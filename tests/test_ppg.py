@@ -1016,6 +1016,23 @@ def test_a_stage_alone_on_other_data_than_its_gamma_says_so(
     )
 
 
+def test_raft_without_its_weights_is_refused_before_any_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """metric.flow=raft with weights that are not there: refused before Γ and imitation are trained
+    (PPG refused it only after them: hours at the paper's scale)."""
+    from rovr.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    out = tmp_path / "run"
+    nope = tmp_path / "nope.pth"
+    args = ["train", "--out", str(out), "--no-progress", *sets, "--set", "metric.flow=raft"]
+    assert main([*args, "--set", f"metric.raft_weights={nope}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"'metric.raft_weights' points to '{nope}', which does not exist" in err[0], err
+    assert not out.exists()
+
+
 def test_a_config_yaml_rovr_did_not_write_is_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()

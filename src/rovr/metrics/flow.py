@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "check_flow_weights",
     "DISFlow",
     "FlowBackend",
     "RAFTFlow",
@@ -183,6 +184,13 @@ def load_raft_state(explicit: str | Path = "", download: bool = True) -> tuple[d
             f"and downloading failed ({reason}); {how}"
         ) from None
     return state, url
+
+
+def check_flow_weights(cfg: MetricConfig) -> None:
+    """Refuse, before a command trains or writes anything, a ``metric.flow=raft`` whose weights cannot
+    be found (or fetched): PPG and evaluation would refuse them only after the earlier stages' work."""
+    if cfg.flow == "raft":
+        load_raft_state(cfg.raft_weights, download=True)
 
 
 class RAFTFlow:

@@ -172,8 +172,11 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None, write: boo
     missing or of another architecture is refused first, in one line, with nothing written.
     ``write`` False (nothing is to be trained): an existing config.yaml is kept as the stages wrote it
     (a rerun with other time budgets would otherwise record budgets no stage ran with)."""
+    from rovr.metrics.flow import check_flow_weights
+
     run = RunDir(Path(root))
     check_device(cfg)
+    check_flow_weights(cfg.metric)
     check_run_architecture(cfg, run.root)
     if run.config.is_file():  # replaced below: only if it is a rovr config
         from rovr.config import read_yaml
