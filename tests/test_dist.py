@@ -63,6 +63,21 @@ def _collectives(rank: int, world: int, init_file: str, out: str) -> None:
     tdist.destroy_process_group()
 
 
+def test_a_stray_world_size_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WORLD_SIZE left by a scheduler without torchrun's other variables: torch's rendezvous raised a
+    ValueError (a traceback), or, with RANK and MASTER_* set too, waited for ranks that never come."""
+    from rovr.errors import RovrError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(
+        RovrError, match="WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not"
+    ):
+        dist.init_from_env(torch.device("cpu"))
+    assert not tdist.is_initialized()
+
+
 def test_collectives_on_two_gloo_ranks(tmp_path: Path) -> None:
     mp.spawn(_collectives, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))

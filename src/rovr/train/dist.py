@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from rovr.errors import RovrError
+
 
 def is_distributed() -> bool:
     """True inside an initialised process group of more than one rank."""
@@ -45,6 +47,13 @@ def init_from_env(device: torch.device) -> None:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise do nothing."""
     if not launched() or dist.is_initialized():
         return
+    missing = [v for v in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:  # a WORLD_SIZE left in the environment (a scheduler's), not torchrun's
+        raise RovrError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not; start several processes with torchrun, or "
+            "unset WORLD_SIZE for one"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
