@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -1031,6 +1032,31 @@ def test_raft_without_its_weights_is_refused_before_any_stage(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'metric.raft_weights' points to '{nope}', which does not exist" in err[0], err
     assert not out.exists()
+
+
+def test_a_second_command_training_into_the_same_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job submitted twice: both trained into one folder, the last writer won and the metric log
+    interleaved. While one command holds the folder, another is refused, touching nothing."""
+    import fcntl
+
+    from rovr.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    out = tmp_path / "run"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as another `rovr train` still running there holds it
+    try:
+        for args in (["train"], ["pretrain-local"], ["demo", "--quick", "--no-eval-data"]):
+            assert main([*args, "--out", str(out), "--no-progress", *sets]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "is in use by another rovr command training there" in err[0], err
+        assert list(out.iterdir()) == []
+    finally:
+        os.close(held)
+    assert main(["pretrain-local", "--out", str(out), "--no-progress", *sets]) == 0  # released: goes on
 
 
 def test_a_config_yaml_rovr_did_not_write_is_not_replaced(tmp_path: Path) -> None:

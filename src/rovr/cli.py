@@ -90,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         markdown_table2,
     )
     from rovr.pipeline import plan_training, train_all
-    from rovr.train.common import check_device, check_writable, prepare_run
+    from rovr.train.common import RunLock, check_device, check_writable, prepare_run
 
     extra = QUICK if args.quick else []
     cfg = _config(args, "demo", extra)
@@ -106,10 +106,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for folder in eval_dirs:  # refused now, not after the training and the first evaluation
         check_out_beside_data(out, folder)
         check_evaluation_data(cfg, folder, args.eval_seeds)
-    todo = plan_training(cfg, out, args.restart, say=False)  # another run's folder: refused untouched
-    prepare_run(cfg, out, write=bool(todo))
-    _print_oracle_stats(cfg, out)
-    res = train_all(cfg, out, progress=not args.no_progress, restart=args.restart)
+    with RunLock(out) as lock:  # a command training there already: refused before anything is written
+        todo = plan_training(cfg, out, args.restart, say=False)  # another run's folder: refused untouched
+        prepare_run(cfg, out, write=bool(todo))
+        lock.acquire()
+        _print_oracle_stats(cfg, out)
+        res = train_all(cfg, out, progress=not args.no_progress, restart=args.restart)
     ev = evaluate_run(res.run.root, out, cfg=cfg, timing=res.timing)
     print("\nTable 1 — Γ with oracle conditioning (held-out clips)\n")
     print(markdown_table1(ev.report["table1"]))
@@ -189,25 +191,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         from rovr.pipeline import check_stage_state, discard_resume, run_stage
-        from rovr.train.common import RunDir, check_run_architecture, prepare_run
+        from rovr.train.common import RunDir, RunLock, check_run_architecture, prepare_run
 
         cfg = _config(args, "demo")
         out = _out(args, cfg)
-        check_run_architecture(cfg, out)
-        check_stage_state(cfg, RunDir(out), stage, args.restart, alone=True)
-        run = prepare_run(cfg, out, stage)
-        if args.restart:
-            discard_resume(cfg, run, stage)
-            later = sorted(p.name for p in run.root.glob("policy_*.safetensors"))
-            if stage == "pretrain-local" and later:
-                log.warning(
-                    "the policies in %s (%s) were trained with the previous Γ; retrain them with "
-                    "`rovr imitate --restart` and `rovr train-policy --restart`",
-                    run.root,
-                    ", ".join(later),
-                )
-        path = run_stage(cfg, run, stage, progress=not args.no_progress)
-        print(f"{stage}: saved {path}")
+        with RunLock(out) as lock:  # another command training here is refused first
+            check_run_architecture(cfg, out)
+            check_stage_state(cfg, RunDir(out), stage, args.restart, alone=True)
+            run = prepare_run(cfg, out, stage)
+            lock.acquire()  # the folder exists now
+            if args.restart:
+                discard_resume(cfg, run, stage)
+                later = sorted(p.name for p in run.root.glob("policy_*.safetensors"))
+                if stage == "pretrain-local" and later:
+                    log.warning(
+                        "the policies in %s (%s) were trained with the previous Γ; retrain them with "
+                        "`rovr imitate --restart` and `rovr train-policy --restart`",
+                        run.root,
+                        ", ".join(later),
+                    )
+            path = run_stage(cfg, run, stage, progress=not args.no_progress)
+        if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 alone saved it
+            print(f"{stage}: saved {path}")
         return 0
 
     return handler

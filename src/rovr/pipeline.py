@@ -12,7 +12,7 @@ from typing import Any
 
 from rovr.config import RunConfig
 from rovr.errors import CheckpointError, ConfigError
-from rovr.train.common import RunDir, flat_config, prepare_run
+from rovr.train.common import RunDir, RunLock, flat_config, prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -228,16 +228,18 @@ def train_all(
 
     ``policies`` are extra PPG configs (ablations) trained on the same Γ and imitation policy.
     """
-    todo = plan_training(cfg, out, restart, policies)
-    run = prepare_run(cfg, out, write=bool(todo))
-    timing: dict[str, float] = {}
-    for stage, c in todo:
-        if restart:
-            discard_resume(c, run, stage)
-        t0 = time.time()
-        run_stage(c, run, stage, progress)
-        key = stage if stage != "train-policy" else f"train-policy:{_name(c)}"
-        timing[key] = time.time() - t0
+    with RunLock(out) as lock:  # another command training here is refused before anything is read
+        todo = plan_training(cfg, out, restart, policies)
+        run = prepare_run(cfg, out, write=bool(todo))
+        lock.acquire()  # the folder exists now
+        timing: dict[str, float] = {}
+        for stage, c in todo:
+            if restart:
+                discard_resume(c, run, stage)
+            t0 = time.time()
+            run_stage(c, run, stage, progress)
+            key = stage if stage != "train-policy" else f"train-policy:{_name(c)}"
+            timing[key] = time.time() - t0
     return TrainResult(run, timing)
 
 

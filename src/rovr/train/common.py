@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -218,6 +218,55 @@ def check_writable(path: Path, what: str, flag: str, folder: bool = False) -> No
         raise RovrError(f"cannot create {what} '{path}': '{parent}' is not a folder; choose another {flag}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RovrError(f"cannot write {what} '{path}': no permission in '{parent}'; choose another {flag}")
+
+
+class RunLock:
+    """Holds a run folder for one training command: a second command training into the same folder
+    (a job submitted twice) is refused in one line instead of both writing the same checkpoints and
+    interleaving the metric log. An advisory ``flock`` on the folder itself — no lock file; the
+    kernel drops it when the process ends, however it ends. :meth:`acquire` takes it if the folder
+    exists (call it again once the folder is made); under torchrun, rank 0 holds it for all ranks."""
+
+    _held: ClassVar[set[str]] = set()  # folders this process holds: a nested RunLock is a no-op
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        if self.fd is not None or not self.root.is_dir() or int(os.environ.get("RANK", "0")) != 0:
+            return
+        key = str(self.root.resolve())
+        if key in RunLock._held:
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RovrError(
+                f"run folder '{self.root}' is in use by another rovr command training there; wait for it "
+                "to finish (then rerun this one to go on), or choose another --out"
+            ) from None
+        self.fd = fd
+        RunLock._held.add(key)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+            RunLock._held.discard(str(self.root.resolve()))
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def make_folder(path: Path, what: str, flag: str) -> Path:
