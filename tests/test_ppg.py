@@ -1059,6 +1059,27 @@ def test_a_second_command_training_into_the_same_folder_is_refused(
     assert main(["pretrain-local", "--out", str(out), "--no-progress", *sets]) == 0  # released: goes on
 
 
+def test_the_next_command_printed_after_training_can_be_pasted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    from rovr.cli import main
+
+    out = tmp_path / "my run ü"
+    assert main(["train", "--out", str(out), "--no-progress", *[a for s in TINY for a in ("--set", s)]]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    words = shlex.split(line.partition("next: ")[2].rstrip(")"))
+    assert words == [
+        "rovr",
+        "evaluate",
+        "--checkpoint",
+        str(out.resolve()),
+        "--out",
+        str(out.resolve() / "eval"),
+    ]
+
+
 def test_a_config_yaml_rovr_did_not_write_is_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()

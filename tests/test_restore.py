@@ -1004,7 +1004,11 @@ def test_interrupt_leaves_no_output_and_no_temp_file(run_dir: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("sig", "code", "said"),
-    [(signal.SIGINT, 130, "rovr: interrupted"), (signal.SIGTERM, 143, "rovr: stopped by SIGTERM")],
+    [
+        (signal.SIGINT, 130, "rovr: interrupted"),
+        (signal.SIGTERM, 143, "rovr: stopped by SIGTERM"),
+        (signal.SIGHUP, 129, "rovr: stopped by SIGHUP"),  # 128 + the signal, as shells report it
+    ],
 )
 def test_ctrl_c_on_the_cli_leaves_nothing(
     run_dir: Path, tmp_path: Path, sig: signal.Signals, code: int, said: str

@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -183,7 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for stage, secs in res.timing.items():
         print(f"{stage}: {secs:.0f} s")
     print(
-        f"run: {res.run.root}  (next: rovr evaluate --checkpoint {res.run.root} --out {res.run.root / 'eval'})"
+        f"run: {res.run.root}  (next: rovr evaluate --checkpoint {shlex.quote(str(res.run.root))} "
+        f"--out {shlex.quote(str(res.run.root / 'eval'))})"
     )
     return 0
 
@@ -618,7 +620,8 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, "restart", False) and args.command not in AFTER_INTERRUPT:
             left += " without --restart (with it they start over)"
         print(f"rovr: {how}; nothing half-written was left: {left}", file=sys.stderr)
-        return 143 if isinstance(e, Stopped) and e.args[0] == "SIGTERM" else 130
+        # 128 + the signal's number, as a shell reports a process the signal ended
+        return 128 + int(signal.Signals[e.args[0]]) if isinstance(e, Stopped) else 130
     except BrokenPipeError:
         os._exit(0)
     except OSError as e:  # a file system refusal (permissions, disk full) the layers above did not name
