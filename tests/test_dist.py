@@ -78,6 +78,38 @@ def test_a_stray_world_size_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     assert not tdist.is_initialized()
 
 
+def test_a_rank_waiting_for_ranks_that_never_come_can_be_stopped(tmp_path: Path) -> None:
+    """WORLD_SIZE=2 with RANK/MASTER_* set but no second process: the rendezvous waited in C, where
+    rovr's SIGTERM handler (the CLI's, as below) never ran, so only SIGKILL ended it."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = (
+        "import signal, torch\n"
+        "from rovr.train import dist\n"
+        "def stop(*a): raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('waiting', flush=True)\n"
+        "dist.init_from_env(torch.device('cpu'))\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "waiting"
+        time.sleep(3)  # inside the rendezvous
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_collectives_on_two_gloo_ranks(tmp_path: Path) -> None:
     mp.spawn(_collectives, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))

@@ -11,6 +11,8 @@ models (no DistributedDataParallel, no ``.module``): it calls :func:`allreduce_g
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -56,7 +58,17 @@ def init_from_env(device: torch.device) -> None:
         )
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    # the rendezvous blocks in C, where Python's signal handlers cannot run: a rank waiting for ranks
+    # that never come ignored Ctrl-C and SIGTERM. Until it returns, they end the process at once
+    # (nothing is trained or written yet).
+    main_thread = threading.current_thread() is threading.main_thread()
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    saved = {sig: signal.signal(sig, signal.SIG_DFL) for sig in signals} if main_thread else {}
+    try:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def shutdown() -> None:
