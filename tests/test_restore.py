@@ -383,7 +383,8 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A PPG run with ppg.train_local leaves local_<policy>.safetensors: restoring with that policy
-    uses it; another policy of the run keeps stage 1's Γ."""
+    uses it, and so does another policy of the run (the report's imitation_tuned_local: a tuned Γ has
+    had more training); --local picks any Γ, stage 1's included."""
     video, masks = noise_video_with_box_masks(tmp_path, 12, 32, 48, seed=2)
     monkeypatch.setattr(restore_module, "VideoWriter", CapturingWriter)
     run = tmp_path / "run"
@@ -400,16 +401,17 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     torch.manual_seed(1)
     cfg = tiny_config()
     save_model(RunDir(run).tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
-    assert np.array_equal(restored("imitation"), before["imitation"])
-    assert json.loads((tmp_path / "r.json").read_text())["local"] == str(RunDir(run).local)
+    tuned_path = str(RunDir(run).tuned_local("rovr_flow_warm"))
     tuned = restored("rovr_flow_warm")
     assert not np.array_equal(tuned, before["rovr_flow_warm"])
-    # --local: that Γ under any policy (imitation with the tuned Γ: the report's imitation_tuned_local)
-    with_tuned = restored("imitation", local="local_rovr_flow_warm.safetensors")
+    assert json.loads((tmp_path / "r.json").read_text())["local"] == tuned_path
+    with_tuned = restored("imitation")  # by default with the tuned Γ too
     assert not np.array_equal(with_tuned, before["imitation"])
-    assert json.loads((tmp_path / "r.json").read_text())["local"] == str(
-        RunDir(run).tuned_local("rovr_flow_warm")
-    )
+    assert json.loads((tmp_path / "r.json").read_text())["local"] == tuned_path
+    assert np.array_equal(restored("imitation", local="local_rovr_flow_warm.safetensors"), with_tuned)
+    # --local: any Γ under any policy, stage 1's included
+    assert np.array_equal(restored("imitation", local="local.safetensors"), before["imitation"])
+    assert json.loads((tmp_path / "r.json").read_text())["local"] == str(RunDir(run).local.resolve())
     assert np.array_equal(restored("rovr_flow_warm", local=str(RunDir(run).local)), before["rovr_flow_warm"])
     with pytest.raises(RovrError, match="--local 'nope.safetensors' is neither a file"):
         restored("imitation", local="nope.safetensors")

@@ -260,6 +260,26 @@ def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
     return cfg, run
 
 
+#: Policies whose PPG run may have trained Γ alongside (``local_<policy>.safetensors``), in the order
+#: :func:`restore_gamma` takes the first (the order of Table 2, whose same-Γ control uses it too).
+TUNED_LOCAL_ORDER = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm")
+
+
+def restore_gamma(run: RunDir, chooser: Chooser) -> Path:
+    """The Γ ``rovr restore`` runs by default: the policy's own (trained alongside it during PPG,
+    ``ppg.train_local``), else the first Γ a PPG run of the run folder tuned, else stage 1's. A tuned Γ
+    has had more training than stage 1's, and the measurements found it better under other policies
+    too: Table 2's ``imitation_tuned_local`` beat ``imitation`` with stage 1's Γ on the real clips in
+    every seed (BENCHMARKS.md, "The same variant on today's code")."""
+    own = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
+    if own != run.local:
+        return own
+    for name in TUNED_LOCAL_ORDER:
+        if run.tuned_local(name).is_file():
+            return run.tuned_local(name)
+    return run.local
+
+
 def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | Chooser | None) -> Chooser:
     """A trained policy of the run (``policy`` or the best available), a named baseline, or
     ``policy`` itself when it is a :class:`~rovr.conditioning.Chooser` (a researcher's own rule).
@@ -455,7 +475,8 @@ def restore_video(
     decoded nor copied from. ``threads`` > 0 caps the CPU threads of Γ (torch) and of the copy
     (default: :func:`copy_threads`). ``local``: the Γ checkpoint to run (a file of the run folder by
     name, e.g. ``local_rovr_flow_warm.safetensors``, or a path); default: the policy's own Γ where its
-    PPG run trained one (``ppg.train_local``), else stage 1's ``local.safetensors``.
+    PPG run trained one (``ppg.train_local``), else another PPG run's tuned Γ, else stage 1's
+    ``local.safetensors`` (:func:`restore_gamma`).
     Everything is checked before any work; an exception midway leaves neither ``out`` nor a temp file.
     """
     video, out, checkpoint = Path(video), Path(out), Path(checkpoint)
@@ -523,11 +544,10 @@ def restore_video(
                 video,
                 cfg.data.frames,
             )
-    # ``local``, or the Γ trained alongside the policy during PPG (ppg.train_local), or stage 1's
-    gamma = run.gamma_file(local, chooser.name if isinstance(chooser, PolicyChooser) else None)
+    gamma = run.gamma_file(local) if local is not None else restore_gamma(run, chooser)
     net = load_local(gamma, cfg, device)
-    if local is not None:
-        log.info("Γ: %s", gamma)
+    if gamma != run.local:
+        log.info("Γ: %s", gamma.name if gamma.parent == run.root else gamma)
     if cfg.local.repair_known:
         log.warning(
             "this run's Γ also corrects known pixels (local.repair_known), at %dpx only; restore "
