@@ -124,6 +124,17 @@ def test_bad_data_is_refused_before_anything_is_written_or_loaded(tmp_path: Path
         assert not (tmp_path / "t").exists(), args
 
 
+def test_data_too_small_for_a_split_is_refused_before_the_run_folder(tmp_path: Path) -> None:
+    """One video: no validation video for Γ's stage. It was refused by the stage, after the run
+    folder's config.yaml and splits.json had been written."""
+    data = tmp_path / "one"
+    write_video(data / "clip.mp4", np.zeros((12, 32, 32, 3), np.uint8), 8.0)
+    res = rovr("pretrain-local", "--data", str(data), "--out", str(tmp_path / "t"), "--no-progress",
+               "--set", "data.frames=6", "--set", "data.size=32")  # fmt: skip
+    assert_one_line_error(res, f"no val clips in '{data}' (1 video of at least data.frames=6 frames")
+    assert not (tmp_path / "t").exists()
+
+
 def test_an_out_inside_the_evaluation_data_is_refused_before_training(tmp_path: Path) -> None:
     """`rovr demo` / `rovr reproduce` with --out inside their --eval-data folder: refused up front (the
     demo wrote its first report there, and reproduce trained every stage, before saying so)."""

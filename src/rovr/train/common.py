@@ -188,6 +188,10 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None, write: boo
                 f"'{run.config}' is not a rovr run config (it would be replaced); choose another --out"
             ) from None
     check_source(cfg.data)  # a bad --data is refused before the run folder is made
+    needs_val = cfg.data.val_fraction > 0 and (
+        stage == "pretrain-local" or (stage is None and not run.local.is_file())
+    )
+    check_splits(cfg, ("train", "val") if needs_val else ("train",))
     if stage is not None:
         from rovr.pipeline import check_stage_inputs
 
@@ -202,6 +206,23 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None, write: boo
             f"cannot write to run folder '{root}' ({e.strerror}); choose a writable --out"
         ) from None
     return run
+
+
+def check_splits(cfg: RunConfig, splits: tuple[str, ...]) -> None:
+    """Refuse in one line, before a run folder is written, data whose ``splits`` (of train/val/test,
+    by video) hold no clip: the stage would refuse it only after the run folder's config.yaml and
+    splits.json were written."""
+    from rovr.data.clips import video_splits
+
+    parts = video_splits(cfg.data)
+    for split in splits:
+        if not parts[split]:
+            held = sum(len(v) for v in parts.values())
+            raise RovrError(
+                f"no {split} clips in '{cfg.data.source}' ({held} video{'' if held == 1 else 's'} of at least "
+                f"data.frames={cfg.data.frames} frames, split by video); add videos, or lower data.frames"
+                + (" / data.val_fraction" if split == "val" else "")
+            )
 
 
 def check_writable(path: Path, what: str, flag: str, folder: bool = False) -> None:
