@@ -399,6 +399,12 @@ def test_combine_seed_reports(tmp_path: Path) -> None:
     assert md.count("weight-free fallback") == 1 and "Data: videos (test split): 1 clip of 4 frames" in md
     assert "`imitation` runs with the Γ trained alongside it during PPG" in md  # said for every run
     assert combined["policies"]["local"] == {"imitation": "local_imitation.safetensors"}
+    # runs whose rows used different Γs: their means mix them, and the report says so
+    reports[1]["policies"] = {"local": {}}
+    mixed = combine_seed_reports(reports, tmp_path / "mixed", folders)
+    assert "local" not in mixed["policies"]
+    assert "the means here mix them" in (tmp_path / "mixed" / "report.md").read_text()
+    assert "the means here mix them" in (tmp_path / "mixed" / "report.html").read_text()
 
 
 # ----------------------------------------------------------------------------- rovr evaluate
@@ -768,7 +774,11 @@ def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(
     }
     md = (tmp_path / "tuned" / "report.md").read_text()
     assert "`rovr_flow_warm` runs with the Γ trained alongside it during PPG (`local_rovr_flow_warm" in md
-    assert "`imitation_tuned_local` is the imitation policy run with that same Γ" in md
+    assert (
+        "`imitation_tuned_local` is the imitation policy run with `rovr_flow_warm`'s Γ "
+        "(`local_rovr_flow_warm.safetensors`): the same-Γ control" in md
+    )
+    assert md.count("Table 1 and every other row use stage 1's Γ") == 1
     assert "the same-Γ control" in (tmp_path / "tuned" / "report.html").read_text()
     assert not (tmp_path / "tuned" / "fig6_imitation_tuned_local.png").exists()
     with pytest.raises(RovrError, match="'imitation_tuned_local' is a row of the table already"):

@@ -1059,6 +1059,36 @@ def test_a_second_command_training_into_the_same_folder_is_refused(
     assert main(["pretrain-local", "--out", str(out), "--no-progress", *sets]) == 0  # released: goes on
 
 
+def test_of_two_commands_started_together_the_refused_one_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs into a new folder: both find no folder to lock, both make it; the one that then
+    loses the lock wrote the other run's config.yaml (its own data) before being refused."""
+    import fcntl
+
+    import rovr.train.common as common
+    from rovr.errors import RovrError
+    from rovr.train.common import RunLock
+
+    out = tmp_path / "run"
+    make_folder, held = common.make_folder, []
+
+    def made_and_taken_by_the_other_job(path: Path, what: str, flag: str) -> Path:
+        make_folder(path, what, flag)
+        held.append(os.open(path, os.O_RDONLY))
+        fcntl.flock(held[-1], fcntl.LOCK_EX)
+        return path
+
+    monkeypatch.setattr(common, "make_folder", made_and_taken_by_the_other_job)
+    try:
+        with RunLock(out) as lock, pytest.raises(RovrError, match="is in use by another rovr command"):
+            prepare_run(tiny_config(), out, lock=lock)
+        assert list(out.iterdir()) == []
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_the_next_command_printed_after_training_can_be_pasted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

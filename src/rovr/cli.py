@@ -109,8 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_evaluation_data(cfg, folder, args.eval_seeds)
     with RunLock(out) as lock:  # a command training there already: refused before anything is written
         todo = plan_training(cfg, out, args.restart, say=False)  # another run's folder: refused untouched
-        prepare_run(cfg, out, write=bool(todo))
-        lock.acquire()
+        prepare_run(cfg, out, write=bool(todo), lock=lock)
         _print_oracle_stats(cfg, out)
         res = train_all(cfg, out, progress=not args.no_progress, restart=args.restart)
     ev = evaluate_run(res.run.root, out, cfg=cfg, timing=res.timing)
@@ -200,8 +199,7 @@ def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
         with RunLock(out) as lock:  # another command training here is refused first
             check_run_architecture(cfg, out)
             check_stage_state(cfg, RunDir(out), stage, args.restart, alone=True)
-            run = prepare_run(cfg, out, stage)
-            lock.acquire()  # the folder exists now
+            run = prepare_run(cfg, out, stage, lock=lock)
             if args.restart:
                 discard_resume(cfg, run, stage)
                 later = sorted(p.name for p in run.root.glob("policy_*.safetensors"))
@@ -485,8 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--local",
         metavar="FILE",
-        help="the Γ checkpoint to run (a file of the run folder, e.g. local_rovr_flow_warm.safetensors, "
-        "or a path); default: the policy's own Γ where PPG trained one, else local.safetensors",
+        help="the Γ checkpoint to run (a file of the run folder, e.g. local.safetensors for stage 1's, or "
+        "a path); default: the policy's own Γ where PPG trained one, else a Γ another PPG run of the run "
+        "tuned (ppg.train_local), else local.safetensors",
     )
     p.add_argument(
         "--dilate", type=int, default=0, help="grow the masks by this many pixels first (default 0)"

@@ -677,18 +677,19 @@ def local_notes(report: Mapping[str, Any]) -> list[str]:
     """Which Γ the rows used, where not stage 1's alone (``local``, ``policies.local``)."""
     if report.get("local"):
         return [f"Every row and Table 1 use the Γ of `{report['local']}` (`--local`)."]
-    notes = []
-    for name, path in ((report.get("policies") or {}).get("local") or {}).items():
-        if name == SAME_LOCAL_CONTROL:
-            notes.append(
-                f"`{name}` is the imitation policy run with that same Γ (`{path}`): the same-Γ control, so "
-                "the difference between it and the PPG policy that trained this Γ is the policy's alone."
-            )
-        else:
-            notes.append(
-                f"`{name}` runs with the Γ trained alongside it during PPG (`{path}`); the other rows "
-                "and Table 1 use stage 1's Γ (`local.safetensors`)."
-            )
+    own = dict((report.get("policies") or {}).get("local") or {})
+    notes = [line for line in (report.get("local_notes") or [])]  # a combined report's own word
+    control = own.pop(SAME_LOCAL_CONTROL, None)
+    for name, path in own.items():
+        notes.append(f"`{name}` runs with the Γ trained alongside it during PPG (`{path}`).")
+    if control is not None:
+        donor = next((n for n, p in own.items() if p == control), control)
+        notes.append(
+            f"`{SAME_LOCAL_CONTROL}` is the imitation policy run with `{donor}`'s Γ (`{control}`): the "
+            f"same-Γ control, so its difference to `{donor}` is the policy's alone."
+        )
+    if own or control is not None:
+        notes.append("Table 1 and every other row use stage 1's Γ (`local.safetensors`).")
     return notes
 
 
@@ -851,8 +852,14 @@ def combine_seed_reports(
         for key, value in (r.get("timing") or {}).items():
             timing[key] = timing.get(key, 0.0) + float(value)
     missing = sorted({n for r in reports for n in (r.get("policies") or {}).get("missing", [])})
-    locals_ = [(r.get("policies") or {}).get("local") or {} for r in reports]
-    same_local = locals_[0] if all(x == locals_[0] for x in locals_) else {}
+    locals_ = [((r.get("policies") or {}).get("local") or {}, r.get("local")) for r in reports]
+    same_local = locals_[0][0] if all(x == locals_[0] for x in locals_) else {}
+    gamma_notes = []
+    if any(x != locals_[0] for x in locals_):  # averaged over runs whose rows used different Γs
+        gamma_notes = [
+            "The runs used different Γs for some rows (a Γ trained alongside a policy in some runs, or "
+            "--local in some): each run's report says which; the means here mix them."
+        ]
     out = Path(out_dir)
     table1_note = (
         "Table 1: every run's frames pooled; the runs evaluated the same clips, so its frames and 95 % CI "
@@ -870,6 +877,8 @@ def combine_seed_reports(
             **({"local": same_local} if same_local else {}),
         },
         "runs": [r.get("run") for r in reports],
+        **({"local": locals_[0][1]} if locals_[0][1] and not gamma_notes else {}),
+        **({"local_notes": gamma_notes} if gamma_notes else {}),
         **({"datasets": dict(datasets[0] or {})} if same_data else {}),
         "notes": [
             metric_note(metric["perceptual"]),

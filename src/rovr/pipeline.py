@@ -230,8 +230,7 @@ def train_all(
     """
     with RunLock(out) as lock:  # another command training here is refused before anything is read
         todo = plan_training(cfg, out, restart, policies)
-        run = prepare_run(cfg, out, write=bool(todo))
-        lock.acquire()  # the folder exists now
+        run = prepare_run(cfg, out, write=bool(todo), lock=lock)
         timing: dict[str, float] = {}
         for stage, c in todo:
             if restart:

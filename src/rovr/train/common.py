@@ -166,12 +166,16 @@ def check_run_architecture(cfg: RunConfig, root: Path) -> None:
             )
 
 
-def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None, write: bool = True) -> RunDir:
+def prepare_run(
+    cfg: RunConfig, root: Path, stage: str | None = None, write: bool = True, lock: RunLock | None = None
+) -> RunDir:
     """Create the run folder and save the resolved config; a folder holding checkpoints of another
     architecture, a bad data folder, or (with ``stage``) a stage whose earlier stages' checkpoints are
     missing or of another architecture is refused first, in one line, with nothing written.
     ``write`` False (nothing is to be trained): an existing config.yaml is kept as the stages wrote it
-    (a rerun with other time budgets would otherwise record budgets no stage ran with)."""
+    (a rerun with other time budgets would otherwise record budgets no stage ran with). ``lock`` is
+    taken as soon as the folder exists, before config.yaml is written: of two commands started
+    together into a new folder, the refused one writes nothing."""
     from rovr.metrics.flow import check_flow_weights
 
     run = RunDir(Path(root))
@@ -197,6 +201,8 @@ def prepare_run(cfg: RunConfig, root: Path, stage: str | None = None, write: boo
 
         check_stage_inputs(cfg, run, stage)
     make_folder(run.root, "run folder", "--out")
+    if lock is not None:
+        lock.acquire()
     if not write and run.config.is_file():
         return run
     try:
