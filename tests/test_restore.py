@@ -401,7 +401,7 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     torch.manual_seed(1)
     cfg = tiny_config()
     save_model(RunDir(run).tuned_local("rovr_flow_warm"), LocalNet(cfg.local, cfg.k), cfg, stage="ppg")
-    tuned_path = str(RunDir(run).tuned_local("rovr_flow_warm"))
+    tuned_path = str(RunDir(run).tuned_local("rovr_flow_warm").resolve())
     tuned = restored("rovr_flow_warm")
     assert not np.array_equal(tuned, before["rovr_flow_warm"])
     assert json.loads((tmp_path / "r.json").read_text())["local"] == tuned_path
@@ -413,6 +413,14 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     assert np.array_equal(restored("imitation", local="local.safetensors"), before["imitation"])
     assert json.loads((tmp_path / "r.json").read_text())["local"] == str(RunDir(run).local.resolve())
     assert np.array_equal(restored("rovr_flow_warm", local=str(RunDir(run).local)), before["rovr_flow_warm"])
+    # a run folder without stage 1's Γ: a Γ named with --local is enough
+    (run / "local.safetensors").rename(tmp_path / "gamma.safetensors")
+    assert np.array_equal(
+        restored("imitation", local=str(tmp_path / "gamma.safetensors")), before["imitation"]
+    )
+    (tmp_path / "gamma.safetensors").rename(run / "local.safetensors")
+    with pytest.raises(RovrError, match="is Table 2's same-Γ control: pass --policy imitation"):
+        restored("imitation_tuned_local")
     with pytest.raises(RovrError, match="--local 'nope.safetensors' is neither a file"):
         restored("imitation", local="nope.safetensors")
 

@@ -1198,10 +1198,10 @@ def evaluate_run(
     if not run.root.is_dir():
         what = "is a file" if run.root.is_file() else "does not exist"
         raise RovrError(f"run folder '{run.root}' {what}; pass the --out folder of a `rovr train` run")
-    if not run.local.is_file():
+    if not run.local.is_file() and local is None:
         raise RovrError(
             f"run folder '{run.root}' has no local.safetensors; "
-            + no_gamma_advice(run.root, "train Γ first with `rovr pretrain-local`")
+            + no_gamma_advice(run.root, "train Γ first with `rovr pretrain-local`, or name one with --local")
         )
     if cfg is None:
         if not run.config.is_file():

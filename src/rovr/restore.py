@@ -128,6 +128,7 @@ class RestoreResult:
     inpainted_pixels: int = 0  # hole pixels no frame showed, in-painted at full size (unseen="telea")
     unaligned_pixels: int = 0  # of copied_pixels, taken unmoved (all-hole frames: nothing to align on)
     whole_hole_frames: int = 0  # frames written that were entirely hole
+    local: str = ""  # the Γ checkpoint that ran (absolute path)
 
     @property
     def copied(self) -> float:
@@ -231,8 +232,9 @@ def working_size(height: int, width: int, size: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- loading a run
 
 
-def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
-    """The config and files of a trained run folder (``runs/demo`` or any ``rovr train --out``)."""
+def load_run(checkpoint: Path, gamma_given: bool = False) -> tuple[RunConfig, RunDir]:
+    """The config and files of a trained run folder (``runs/demo`` or any ``rovr train --out``);
+    ``gamma_given`` (``--local``): the folder need not hold stage 1's Γ."""
     run = RunDir(Path(checkpoint))
     if run.root.is_file():
         raise CheckpointError(
@@ -248,8 +250,8 @@ def load_run(checkpoint: Path) -> tuple[RunConfig, RunDir]:
         raise CheckpointError(
             f"'{checkpoint}' is not a rovr run folder (no config.yaml); {no_gamma_advice(run.root, advice)}"
         )
-    if not run.local.is_file():
-        advice = "train it with `rovr demo` or `rovr train`, or pass --checkpoint RUN"
+    if not run.local.is_file() and not gamma_given:
+        advice = "train it with `rovr demo` or `rovr train`, pass --checkpoint RUN, or name a Γ with --local"
         raise CheckpointError(
             f"run folder '{checkpoint}' has no trained Γ ({run.local.name}); {no_gamma_advice(run.root, advice)}"
         )
@@ -300,6 +302,11 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | Chooser | None) -> C
         raise RovrError(
             f"--policy {policy} scores frames against the original video under the holes, which a video to "
             f"restore does not have (it is an evaluation baseline); {usable}"
+        )
+    if policy == "imitation_tuned_local":  # evaluate.SAME_LOCAL_CONTROL: a Table 2 row, not a policy
+        raise RovrError(
+            "--policy imitation_tuned_local is Table 2's same-Γ control: pass --policy imitation (the "
+            "default), which repairs with that tuned Γ already"
         )
     if policy and not run.policy(policy).is_file():
         try:
@@ -522,7 +529,7 @@ def restore_video(
         mask_iter = iter_masks(masks, info.frames, info.height, info.width, start, n)
         if box is not None:
             mask_iter = (m | box for m in mask_iter)
-    cfg, run = load_run(checkpoint)
+    cfg, run = load_run(checkpoint, gamma_given=local is not None)
     device = torch.device(cfg.device)
     chooser = pick_chooser(cfg, run, policy)
     length = min(cfg.data.frames, n)
@@ -618,6 +625,7 @@ def restore_video(
         fill=fill,
         copy_reach=reach if fill == "copy" else 0,
         unseen=unseen if fill == "copy" else "gamma",
+        local=str(gamma.resolve()),
     )
     started = time.perf_counter()
     frame_iter = iter_frames(video, start, n)
@@ -755,7 +763,7 @@ def restore_video(
                 "output": str(out),
                 "checkpoint": str(checkpoint),
                 "policy": result.policy,
-                "local": str(gamma),
+                "local": result.local,
                 "start": start,
                 "frames": result.frames,
                 "fps": info.fps,
