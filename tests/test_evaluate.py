@@ -808,6 +808,27 @@ def test_evaluate_run_uses_the_gamma_trained_alongside_a_policy(
     assert "\n" not in str(err.value)
 
 
+def test_a_policy_trained_from_a_since_retrained_checkpoint_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rovr.checkpoint import fingerprint
+    from rovr.models.policy import build_actor
+    from rovr.train.common import RunDir, save_model
+
+    cfg = _tiny_run(tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    actor = build_actor(cfg.policy, cfg.data.frames)
+    save_model(run.policy("imitation"), actor, cfg, trained_from={"local": fingerprint(run.local)})
+    save_model(run.policy("rovr_flow_warm"), actor, cfg, trained_from={"imitation": "not what it is now"})
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        evaluate_run(run.root, tmp_path / "eval", brute_force=False)
+    said = [r.getMessage() for r in caplog.records if "retrained since" in r.getMessage()]
+    assert said == [
+        "rovr_flow_warm was trained from another imitation than the run holds now (retrained since); its "
+        "rows (and those with its Γ) mix old and new work: retrain it with `rovr train-policy --restart`"
+    ]
+
+
 def test_evaluate_run_skips_an_unreadable_policy(tmp_path: Path) -> None:
     _tiny_run(tmp_path / "run")
     (tmp_path / "run" / "policy_rovr_flow_warm.safetensors").write_bytes(b"not a checkpoint")

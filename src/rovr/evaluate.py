@@ -1260,6 +1260,18 @@ def evaluate_run(
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
     policies, unusable = load_policies(cfg, run.root, device)
+    from rovr.pipeline import retrained_inputs
+
+    for name in policies:  # a policy (and the Γ tuned with it) trained from checkpoints since replaced
+        stale = retrained_inputs(run, run.policy(name))
+        if stale:
+            log.warning(
+                "%s was trained from another %s than the run holds now (retrained since); its rows (and "
+                "those with its Γ) mix old and new work: retrain it with `rovr %s --restart`",
+                name,
+                " and ".join(stale),
+                "imitate" if name == "imitation" else "train-policy",
+            )
     nets: dict[str, LocalNet] = {}  # a policy whose PPG run also trained Γ is evaluated with that Γ
     local_names: dict[str, str] = {}
     for name in policies if local is None else ():
