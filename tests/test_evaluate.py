@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -820,8 +821,16 @@ def test_a_policy_trained_from_a_since_retrained_checkpoint_is_said(
     actor = build_actor(cfg.policy, cfg.data.frames)
     save_model(run.policy("imitation"), actor, cfg, trained_from={"local": fingerprint(run.local)})
     save_model(run.policy("rovr_flow_warm"), actor, cfg, trained_from={"imitation": "not what it is now"})
-    with caplog.at_level(logging.WARNING, logger="rovr"):
-        evaluate_run(run.root, tmp_path / "eval", brute_force=False)
+    import fcntl
+
+    held = os.open(run.root, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a `rovr train` still running there holds it
+    try:
+        with caplog.at_level(logging.WARNING, logger="rovr"):
+            evaluate_run(run.root, tmp_path / "eval", brute_force=False)
+    finally:
+        os.close(held)
+    assert "is being trained by another rovr command; this report evaluates the checkpoints" in caplog.text
     said = [r.getMessage() for r in caplog.records if "retrained since" in r.getMessage()]
     assert said == [
         "rovr_flow_warm was trained from another imitation than the run holds now (retrained since); its "

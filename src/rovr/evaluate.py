@@ -1186,6 +1186,7 @@ def evaluate_run(
     from rovr.metrics.perceptual import build_perceptual
     from rovr.train.common import (
         RunDir,
+        RunLock,
         load_local,
         make_folder,
         no_gamma_advice,
@@ -1259,6 +1260,15 @@ def evaluate_run(
     make_folder(out, "output folder", "--out")
     perceptual = build_perceptual(cfg.metric, device)
     flow = build_flow(cfg.metric, device)
+    try:  # another command training in the run folder: its checkpoints may change under this report
+        with RunLock(run.root):
+            pass
+    except RovrError:
+        log.warning(
+            "run folder '%s' is being trained by another rovr command; this report evaluates the "
+            "checkpoints it holds now",
+            run.root,
+        )
     policies, unusable = load_policies(cfg, run.root, device)
     from rovr.pipeline import retrained_inputs
 
