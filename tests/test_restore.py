@@ -421,6 +421,12 @@ def test_a_policy_restores_with_the_gamma_trained_alongside_it(
     (tmp_path / "gamma.safetensors").rename(run / "local.safetensors")
     with pytest.raises(RovrError, match="is Table 2's same-Γ control: pass --policy imitation"):
         restored("imitation_tuned_local")
+    for wrong, why in (
+        ("policy_imitation.safetensors", "is a policy checkpoint, not a Γ"),
+        ("config.yaml", "is not a checkpoint (.safetensors), not a Γ"),
+    ):
+        with pytest.raises(RovrError, match=re.escape(f"--local '{wrong}' {why}; pass local.safetensors")):
+            restored("imitation", local=wrong)
     with pytest.raises(RovrError, match="--local 'nope.safetensors' is neither a file"):
         restored("imitation", local="nope.safetensors")
 

@@ -19,6 +19,7 @@ from rovr.checkpoint import (
     load_optimizer,
     load_state,
     optimizer_tensors,
+    read_meta,
     save_checkpoint,
     state_tensors,
 )
@@ -80,6 +81,24 @@ class RunDir:
             raise RovrError(
                 f"--local '{local}' is neither a file nor a file of run folder '{self.root}'; "
                 "pass a Γ checkpoint such as local_rovr_flow_warm.safetensors"
+            )
+        why = ""
+        if path.suffix != ".safetensors":
+            why = "is not a checkpoint (.safetensors)"
+        elif path.name.startswith("resume_"):
+            why = "is an in-progress (resume) checkpoint"
+        else:
+            meta = read_meta(path)  # a damaged file: its own one-line error
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                is_policy = any("aux_value_head" in k or "policy_head" in k for k in f.keys())  # noqa: SIM118
+            if is_policy or "policy" in meta:
+                why = "is a policy checkpoint"
+        if why:
+            raise RovrError(
+                f"--local '{local}' {why}, not a Γ; pass local.safetensors (stage 1's) or a "
+                "local_<policy>.safetensors a PPG run tuned"
             )
         return path
 
