@@ -45,6 +45,24 @@ def test_python_dash_m_rovr_is_the_rovr_command() -> None:
     assert res.returncode == 0 and res.stdout.startswith("usage: rovr ")
 
 
+def test_torchrun_ranks_other_than_0_say_only_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank printed its own notices (the VGG fallback, the data) beside rank 0's."""
+    import argparse
+    import logging
+
+    from rovr.cli import _run
+
+    seen: list[int] = []
+    args = argparse.Namespace(
+        verbose=False, command="x", handler=lambda a: seen.append(logging.getLogger("rovr").level)
+    )
+    before = logging.getLogger("rovr").level
+    for rank, level in (("1", logging.ERROR), ("0", before)):
+        monkeypatch.setenv("RANK", rank)
+        assert _run(args) == 0 and seen[-1] == level
+        assert logging.getLogger("rovr").level == before  # as it was
+
+
 def test_help_lists_every_command() -> None:
     res = rovr("--help")
     assert res.returncode == 0

@@ -608,6 +608,9 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    ours, level = logging.getLogger("rovr"), logging.getLogger("rovr").level
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 says it all once (notices, progress)
+        ours.setLevel(logging.ERROR)
     try:
         return int(args.handler(args) or 0)
     except RovrError as e:
@@ -631,6 +634,8 @@ def _run(args: argparse.Namespace) -> int:
             what = "check the path and its permissions"
         print(f"rovr: error: {e.strerror or e}{where}; {what}", file=sys.stderr)
         return 2
+    finally:
+        ours.setLevel(level)
 
 
 #: The hidden temporary names files are written under before being renamed into place.
