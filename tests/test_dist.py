@@ -71,9 +71,7 @@ def test_a_stray_world_size_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("WORLD_SIZE", "2")
     for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(
-        RovrError, match="WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not"
-    ):
+    with pytest.raises(RovrError, match="WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not"):
         dist.init_from_env(torch.device("cpu"))
     assert not tdist.is_initialized()
 

@@ -211,7 +211,9 @@ def _stage(stage: str) -> Callable[[argparse.Namespace], int]:
                         ", ".join(later),
                     )
             path = run_stage(cfg, run, stage, progress=not args.no_progress)
-        if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 alone saved it
+        from rovr.train.dist import env_rank
+
+        if env_rank() == 0:  # torchrun: rank 0 alone saved it
             print(f"{stage}: saved {path}")
         return 0
 
@@ -609,7 +611,9 @@ def _run(args: argparse.Namespace) -> int:
     for noisy in ("matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ours, level = logging.getLogger("rovr"), logging.getLogger("rovr").level
-    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 says it all once (notices, progress)
+    from rovr.train.dist import env_rank
+
+    if env_rank() > 0:  # torchrun: rank 0 says it all once (notices, progress)
         ours.setLevel(logging.ERROR)
     try:
         return int(args.handler(args) or 0)

@@ -41,6 +41,7 @@ from rovr.data.corruption import Corrupted
 from rovr.errors import DataError, RovrError
 from rovr.metrics.image import psnr, ssim
 from rovr.reconstruct import Episodes, reconstruct, to_tensor, to_uint8
+from rovr.train.common import PPG_POLICIES, SAME_LOCAL_CONTROL
 
 if TYPE_CHECKING:
     from rovr.config import RunConfig
@@ -59,12 +60,9 @@ TABLE1_POLICIES: dict[str, str] = {
     "brute_force": "brute_force",
 }
 """Table 1 row name → the baseline chooser that produces it."""
-LEARNED_POLICIES = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm", "imitation")
+LEARNED_POLICIES = (*PPG_POLICIES, "imitation")
 """Learned policies a full run trains (``policy_<name>.safetensors`` in the run folder)."""
 TABLE2_BASELINES = ("sequential", "nearest", "random", "stride", "oracle_best", "oracle_copy", "brute_force")
-#: The same-Γ control: the imitation policy run with the Γ a PPG run trained alongside its policy
-#: (``ppg.train_local``, §6.3). Next to that policy's row it tells the policy's gain from Γ's.
-SAME_LOCAL_CONTROL = "imitation_tuned_local"
 TABLE2_ORDER = LEARNED_POLICIES + (SAME_LOCAL_CONTROL,) + TABLE2_BASELINES
 """Row order of Table 2 (DESIGN.md names); other names follow in the order given."""
 TABLE2_METRICS = ("perceptual_loss", "flow_recovery", "psnr", "ssim", "gap_closed", "coverage", "valid_rate")
@@ -678,7 +676,7 @@ def local_notes(report: Mapping[str, Any]) -> list[str]:
     if report.get("local"):
         return [f"Every row and Table 1 use the Γ of `{report['local']}` (`--local`)."]
     own = dict((report.get("policies") or {}).get("local") or {})
-    notes = [line for line in (report.get("local_notes") or [])]  # a combined report's own word
+    notes = list(report.get("local_notes") or [])  # a combined report's own word
     control = own.pop(SAME_LOCAL_CONTROL, None)
     for name, path in own.items():
         notes.append(f"`{name}` runs with the Γ trained alongside it during PPG (`{path}`).")
@@ -1288,7 +1286,7 @@ def evaluate_run(
         if (path := run.local_for(name)) != run.local:
             nets[name] = load_local(path, cfg, device, "rovr train-policy")
             local_names[name] = path.name
-    donor = next((n for n in LEARNED_POLICIES if n in nets), None)
+    donor = run.first_tuned([n for n in PPG_POLICIES if n in nets])
     if donor is not None and "imitation" in policies and "imitation" not in nets:
         # imitation's choices with the first tuned Γ: is the PPG row's gain its policy's or Γ's?
         nets[SAME_LOCAL_CONTROL] = nets[donor]

@@ -56,7 +56,15 @@ from rovr.errors import CheckpointError, DataError, RovrError
 from rovr.fill import UNSEEN, FillStats, copy_fill
 from rovr.models.local import LocalNet
 from rovr.reconstruct import Episodes, reconstruct, to_uint8
-from rovr.train.common import RunDir, check_writable, load_local, load_policy, no_gamma_advice
+from rovr.train.common import (
+    PPG_POLICIES,
+    SAME_LOCAL_CONTROL,
+    RunDir,
+    check_writable,
+    load_local,
+    load_policy,
+    no_gamma_advice,
+)
 from rovr.video.io import (
     MIN_FRAMES,
     FrameWriter,
@@ -71,7 +79,7 @@ log = logging.getLogger(__name__)
 
 #: Policies tried, in order, when none is named. Imitation first: on real footage it beats the PPG
 #: policies in every measurement so far (README, "What ROVR cannot do yet"; BENCHMARKS.md).
-PREFERRED = ("imitation", "rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm")
+PREFERRED = ("imitation", *PPG_POLICIES)
 
 
 #: A video shorter than the policy's T is restored in one window of all its frames. The pointer
@@ -262,11 +270,6 @@ def load_run(checkpoint: Path, gamma_given: bool = False) -> tuple[RunConfig, Ru
     return cfg, run
 
 
-#: Policies whose PPG run may have trained Γ alongside (``local_<policy>.safetensors``), in the order
-#: :func:`restore_gamma` takes the first (the order of Table 2, whose same-Γ control uses it too).
-TUNED_LOCAL_ORDER = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm")
-
-
 def restore_gamma(run: RunDir, chooser: Chooser) -> Path:
     """The Γ ``rovr restore`` runs by default: the policy's own (trained alongside it during PPG,
     ``ppg.train_local``), else the first Γ a PPG run of the run folder tuned, else stage 1's. A tuned Γ
@@ -274,12 +277,8 @@ def restore_gamma(run: RunDir, chooser: Chooser) -> Path:
     too: Table 2's ``imitation_tuned_local`` beat ``imitation`` with stage 1's Γ on the real clips in
     every seed (BENCHMARKS.md, "The same variant on today's code")."""
     own = run.local_for(chooser.name if isinstance(chooser, PolicyChooser) else None)
-    if own != run.local:
-        return own
-    for name in TUNED_LOCAL_ORDER:
-        if run.tuned_local(name).is_file():
-            return run.tuned_local(name)
-    return run.local
+    first = run.first_tuned()
+    return own if own != run.local or first is None else run.tuned_local(first)
 
 
 def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | Chooser | None) -> Chooser:
@@ -303,9 +302,9 @@ def pick_chooser(cfg: RunConfig, run: RunDir, policy: str | Chooser | None) -> C
             f"--policy {policy} scores frames against the original video under the holes, which a video to "
             f"restore does not have (it is an evaluation baseline); {usable}"
         )
-    if policy == "imitation_tuned_local":  # evaluate.SAME_LOCAL_CONTROL: a Table 2 row, not a policy
+    if policy == SAME_LOCAL_CONTROL:  # a Table 2 row, not a policy
         raise RovrError(
-            "--policy imitation_tuned_local is Table 2's same-Γ control: pass --policy imitation (the "
+            f"--policy {SAME_LOCAL_CONTROL} is Table 2's same-Γ control: pass --policy imitation (the "
             "default), which repairs with that tuned Γ already"
         )
     if policy and not run.policy(policy).is_file():

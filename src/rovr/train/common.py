@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,6 +43,13 @@ ARCH_KEYS = ("k", "local", "policy", "data.frames")
 LOCAL_ARCH_KEYS = ("k", "local")
 
 
+#: The PPG policies a full run trains (the paper's three ablations), in Table 2's order.
+PPG_POLICIES = ("rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm")
+#: Table 2's same-Γ control row: the imitation policy run with the Γ a PPG run trained alongside its
+#: policy (``ppg.train_local``, §6.3); beside that policy's row it tells the policy's gain from Γ's.
+SAME_LOCAL_CONTROL = "imitation_tuned_local"
+
+
 @dataclass
 class RunDir:
     """The files of one run: ``<root>/config.yaml``, stage checkpoints, logs, report."""
@@ -64,6 +72,11 @@ class RunDir:
     def tuned_local(self, policy: str) -> Path:
         """Γ as a PPG run with ``ppg.train_local`` left it, trained alongside ``policy`` (§6.3)."""
         return self.root / f"local_{policy}.safetensors"
+
+    def first_tuned(self, among: Sequence[str] = PPG_POLICIES) -> str | None:
+        """The first policy of ``among`` whose PPG run left a tuned Γ here (``ppg.train_local``): the Γ
+        Table 2's same-Γ control (:data:`SAME_LOCAL_CONTROL`) and ``rovr restore`` run."""
+        return next((p for p in among if self.tuned_local(p).is_file()), None)
 
     def local_for(self, policy: str | None) -> Path:
         """The Γ that goes with ``policy``: its tuned copy if PPG trained one, else stage 1's."""
@@ -284,7 +297,9 @@ class RunLock:
             import fcntl
         except ImportError:  # not POSIX: no lock
             return
-        if self.fd is not None or not self.root.is_dir() or int(os.environ.get("RANK", "0")) != 0:
+        from rovr.train import dist
+
+        if self.fd is not None or not self.root.is_dir() or dist.env_rank() != 0:
             return
         key = str(self.root.resolve())
         if key in RunLock._held:

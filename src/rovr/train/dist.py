@@ -35,6 +35,12 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it (``RANK``; 0 outside torchrun): known before the process
+    group is joined and after it is left, unlike :func:`rank`."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main() -> bool:
     """Rank 0: the only rank that writes checkpoints, logs and progress bars."""
     return rank() == 0
@@ -49,7 +55,7 @@ def init_from_env(device: torch.device) -> None:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise do nothing."""
     if not launched() or dist.is_initialized():
         return
-    missing = [v for v in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]  # env:// needs these
     if missing:  # a WORLD_SIZE left in the environment (a scheduler's), not torchrun's
         raise RovrError(
             f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {', '.join(missing)} "
