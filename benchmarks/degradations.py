@@ -32,7 +32,7 @@ def scores(run_dir: Path, seeds: int, chooser: str) -> dict[str, float]:
     parts: dict[str, list[float]] = {"frame": [], "known": [], "holes": [], "input_known": [], "lp": []}
     for seed in range(seeds):
         clips = corrupted_clips(cfg, "test", seed)
-        ep = Episodes(clips, net, metric, k=cfg.k, cell=cfg.policy.cell)
+        ep = Episodes.of_run(cfg, clips, net, metric)
         rec = reconstruct(ep, make_baseline(chooser, seed))
         x, out, bar = (v.flatten(0, 1) for v in (ep.original, rec.video, ep.corrupted))
         hole = ep.masks.flatten(0, 1)[:, None].float()  # (N, 1, H, W), 1 = hole

@@ -85,7 +85,7 @@ def main() -> None:
         for v in range(args.variants):
             clips = corrupted_clips(cfg, split, seed=7000 + v)
             for s in range(0, len(clips), 2):  # 2 clips × 171 pairs through Γ at once
-                ep = Episodes(clips[s : s + 2], net, metric, k=2, cell=cfg.policy.cell)
+                ep = Episodes.of_run(cfg, clips[s : s + 2], net, metric)
                 B = ep.batch_size
                 while not ep.done:
                     obs, t = ep.observation(), ep.t

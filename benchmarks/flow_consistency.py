@@ -84,7 +84,15 @@ def main() -> None:
         clips, what = evaluation_clips(cfg, args.data, seed, cfg.eval.max_clips)
         for chooser in choosers:
             r = run_policy(
-                clips, chooser, net, perceptual, k=cfg.k, cell=cfg.policy.cell, flow=flow, device=device
+                clips,
+                chooser,
+                net,
+                perceptual,
+                k=cfg.k,
+                cell=cfg.policy.cell,
+                flow=flow,
+                device=device,
+                condition_on=cfg.condition_on,
             )
             assert r.flow_recovery is not None
             results[chooser.name].append((float(r.loss.mean()), float(np.nanmean(r.flow_recovery))))

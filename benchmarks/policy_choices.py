@@ -43,7 +43,16 @@ def main() -> None:
     print("| policy | nearer frame: mean abs(i − t) | farther frame | pair coverage | L_P |")
     print("| --- | --- | --- | --- | --- |")
     for chooser in choosers:
-        r = run_policy(clips, chooser, net, perceptual, k=cfg.k, cell=cfg.policy.cell, device=device)
+        r = run_policy(
+            clips,
+            chooser,
+            net,
+            perceptual,
+            k=cfg.k,
+            cell=cfg.policy.cell,
+            device=device,
+            condition_on=cfg.condition_on,
+        )
         dist = np.abs(r.choices - np.arange(r.choices.shape[1])[None, :, None])  # (B, T, k)
         print(
             f"| {chooser.name} | {dist.min(2).mean():.2f} | {dist.max(2).mean():.2f} "

@@ -67,7 +67,7 @@ def main() -> None:
         for seeds in sets.values():
             losses = []
             for clips in seeds:
-                ep = Episodes(clips, net, metric, k=cfg.k, cell=cfg.policy.cell)
+                ep = Episodes.of_run(cfg, clips, net, metric)
                 losses.append(float(reconstruct(ep, PolicyChooser(actor.eval(), "mix", tau=tau)).loss.mean()))
             cells.append(f"{np.mean(losses):.4f} ({' / '.join(f'{v:.4f}' for v in losses)})")
         print(f"| {alpha:g} | {tau:g} | " + " | ".join(cells) + " |")

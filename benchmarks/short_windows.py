@@ -61,7 +61,7 @@ def main() -> None:
             count = len(clips)
             choosers = [policy, *(make_baseline(b, seed) for b in BASELINES)]
             for name, chooser in zip(names, choosers):
-                ep = Episodes(clips, net, metric, k=cfg.k, cell=cfg.policy.cell)
+                ep = Episodes.of_run(cfg, clips, net, metric)
                 losses[name] += reconstruct(ep, chooser).loss.ravel().tolist()
         row = " | ".join(f"{np.mean(losses[name]):.4f}" for name in names)
         print(f"| {n} | {count} | {row} |")

@@ -56,7 +56,17 @@ def pooled_tables(
     peers: dict[str, list[Row]] = {}
     for n, (seed, clips) in enumerate(clips_by_seed.items()):
         brute_force = n < brute_force_seeds
-        rows = table1(clips, net, perceptual, cfg.k, seed, brute_force, device, cell=cfg.policy.cell)
+        rows = table1(
+            clips,
+            net,
+            perceptual,
+            cfg.k,
+            seed,
+            brute_force,
+            device,
+            cell=cfg.policy.cell,
+            condition_on=cfg.condition_on,
+        )
         for row in rows:
             t1.setdefault(row["policy"], []).append(row)
         for row in table1_peers(clips, perceptual, device):

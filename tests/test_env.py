@@ -105,3 +105,44 @@ def test_vector_env_batches_episodes_and_autoresets() -> None:
         assert term.all() == (step == 5)
     obs, reward, term, _, _ = venv.step(venv.action_space.sample())  # next-step autoreset
     assert (reward == 0).all() and not term.any() and (obs["t"] == 0).all()
+
+
+@pytest.mark.parametrize("condition_on", ["current", "observed"])
+def test_what_gamma_and_the_policy_see_of_a_repaired_frame(condition_on: str) -> None:
+    """``current`` (the paper's transition): a frame reconstructed at an earlier step is passed to Γ as
+    its reconstruction with no hole, and the state shows it so; frames not yet reached keep their holes.
+    ``observed``: always the observed pixels. Setting ``step_index`` back shows each step as played."""
+    import torch
+
+    from rovr.data.corruption import corrupt
+    from rovr.data.encoding import tile
+    from rovr.data.sources import SyntheticVideos
+    from rovr.models.local import LocalNet
+    from rovr.reconstruct import Episodes
+
+    cfg = tiny_config()
+    clip = corrupt(SyntheticVideos(1, frames=6, size=24).generate(0), cfg.corruption, seed=0)
+    net = LocalNet(LocalNetConfig(base_channels=4, depth=1), 2)
+    ep = Episodes([clip], net, None, k=2, cell=8, condition_on=condition_on)  # type: ignore[arg-type]
+    ep.step(torch.tensor([[1, 2]]))  # t = 0
+    ep.step(torch.tensor([[0, 3]]))  # t = 1
+    rows = torch.zeros(1, dtype=torch.long)
+    frames, holes = ep.conditioning(torch.tensor([[0, 3]]), rows)
+    assert bool(ep.masks[0, 0].any()) and bool(ep.masks[0, 3].any())
+    if condition_on == "current":
+        assert torch.equal(frames[0, 0], ep.video[0, 0]) and not bool(holes[0, 0].any())
+        assert not torch.equal(ep.video[0, 0], ep.corrupted[0, 0])
+    else:
+        assert torch.equal(frames[0, 0], ep.corrupted[0, 0]) and torch.equal(
+            holes[0, 0, 0] > 0, ep.masks[0, 0]
+        )
+    assert torch.equal(frames[0, 1], ep.corrupted[0, 3]) and torch.equal(holes[0, 1, 0] > 0, ep.masks[0, 3])
+    shown = ep.video if condition_on == "current" else ep.corrupted
+    assert torch.equal(ep.observation().video, tile(shown, 8))  # frames 0 and 1 repaired, the rest not
+    ep.step_index = 1  # as at step t = 1: frame 1 not yet repaired, frame 0 is
+    frames, holes = ep.conditioning(torch.tensor([[0, 1]]), rows)
+    assert torch.equal(frames[0, 1], ep.corrupted[0, 1]) and torch.equal(holes[0, 1, 0] > 0, ep.masks[0, 1])
+    assert bool(holes[0, 0].any()) == (condition_on == "observed")
+    assert torch.equal(ep.hole[0, 0], torch.zeros_like(ep.masks[0, 0])) and torch.equal(
+        ep.hole[0, 1], ep.masks[0, 1]
+    )

@@ -914,6 +914,7 @@ def test_a_trained_run_is_never_changed_behind_its_back(
         assert _checkpoints(out) == before
 
     refused([*train, "--set", "seed=7"], "trained with other settings", "seed: 0 → 7")
+    refused([*train, "--set", "condition_on=observed"], "condition_on: 'current' → 'observed'")
     refused([*train, "--set", f"data.source={tmp_path}"], "data.source")
     refused(["pretrain-local", "--out", str(out), "--no-progress", *sets], "already done", "--restart")
     refused(["imitate", "--out", str(out), "--no-progress", *sets], "already done", "--restart")

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from rovr.checkpoint import META_KEY, load_checkpoint
+from rovr.checkpoint import META_KEY, load_checkpoint, read_meta
 from rovr.config import CorruptionConfig, DataConfig, MetricConfig, PretrainConfig, RunConfig
 from rovr.data.clips import ClipSet, video_splits
 from rovr.data.corruption import corrupt
@@ -466,6 +468,30 @@ def test_checkpoint_from_before_a_new_config_field_still_loads(tmp_path: Path) -
     assert "pairwise" in one_line(err)
 
 
+def test_a_record_from_before_condition_on_was_trained_on_observed_frames(tmp_path: Path) -> None:
+    """Runs recorded before ``condition_on`` existed conditioned on observed pixels, not today's default
+    (the reconstructions): their checkpoints and config.yaml read as ``observed``, so `rovr train` with
+    today's default retrains them (naming the setting) and `rovr evaluate` plays them as trained."""
+    from rovr.config import read_run_config, to_dict
+    from rovr.pipeline import config_differences
+    from rovr.train.common import save_model
+
+    cfg = tiny(steps=2)
+    assert cfg.condition_on == "current"
+    path = tmp_path / "policy_imitation.safetensors"
+    save_model(path, nn.Linear(2, 2), cfg)
+    assert config_differences(cfg, path, "imitate") == []
+    meta = read_meta(path)
+    del meta["config"]["condition_on"]  # as written before the field existed
+    rewrite_meta(path, json.dumps(meta))
+    assert config_differences(cfg, path, "imitate") == ["condition_on: 'observed' → 'current'"]
+    assert config_differences(cfg, path, "pretrain-local") == []  # Γ's pretraining does not depend on it
+    old = to_dict(cfg)
+    del old["condition_on"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert read_run_config(tmp_path / "config.yaml").condition_on == "observed"
+
+
 def rewrite_meta(path: Path, text: str) -> None:
     """Replace the metadata held in a checkpoint's header by ``text`` (its tensors unchanged)."""
     tensors = load_file(str(path))
@@ -541,6 +567,7 @@ def test_cli_pretrain_local_and_bad_values(tmp_path: Path) -> None:
 _REFAULT = """
 import resource, sys
 import torch
+import yaml
 import rovr.models.local as local
 from rovr.train.common import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None

@@ -12,7 +12,9 @@ Baselines of paper §7 and the usual choices of video in-painting systems:
   original in the target's holes (:func:`copy_pair_costs`; peeks at the original). Cheap enough to
   label every training state: the expert imitation learns from by default.
 * ``brute_force`` — the pair whose Γ output has the lowest L_P against the original: the ceiling
-  of any k-frame policy with this Γ (it peeks at the original; evaluation only).
+  of any k-frame choice for the state reached, with this Γ (it peeks at the original; evaluation
+  only). With ``condition_on="current"`` it is greedy: a worse pair now can make a better frame to
+  condition on later, so a policy can beat it on later frames.
 * learned policies (``imitation``, ``rovr_*``) through :class:`PolicyChooser`.
 """
 

@@ -290,6 +290,11 @@ class RunConfig:
         "memory stays at its peak",
     )
     k: int = _f(2, "conditioning frames per target (paper: 2)")
+    condition_on: Literal["current", "observed"] = _f(
+        "current",
+        "what Γ and the policy see of a frame already repaired: 'current' = its reconstruction, no holes "
+        "(the paper's state and transition, §5.1); 'observed' = only its observed pixels, holes blanked",
+    )
     data: DataConfig = _f(DataConfig(), "data source and clips")
     corruption: CorruptionConfig = _f(CorruptionConfig(), "the corruption and its oracle")
     metric: MetricConfig = _f(MetricConfig(), "perceptual and flow metric backends")
@@ -434,9 +439,15 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+#: Settings added after runs were already being recorded, with the value every run recorded before
+#: them was trained with (which is not today's default): a full record without the key means that.
+RECORDED_BEFORE = {"condition_on": "observed"}
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """RunConfig from a full dict (e.g. the JSON metadata of a checkpoint)."""
-    return from_dict(RunConfig, data)
+    """RunConfig from a full dict rovr wrote (a checkpoint's metadata, a run's config.yaml); a key of
+    :data:`RECORDED_BEFORE` it lacks takes the value runs had before that key existed."""
+    return from_dict(RunConfig, {**RECORDED_BEFORE, **data})
 
 
 def read_run_config(path: str | Path) -> RunConfig:

@@ -126,12 +126,11 @@ class VideoReconstructionEnv(gym.Env[dict[str, Any], int]):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
         clip = self._draw_clip()
-        self.episodes = Episodes(
+        self.episodes = Episodes.of_run(
+            self.cfg,
             [clip],
             self.net,
             self.perceptual,
-            k=self.cfg.k,
-            cell=self.cfg.policy.cell,
             flow=self.flow,
             flow_weight=self.cfg.ppg.flow_weight if self.flow is not None else 0.0,
             device=self.cfg.device,
@@ -226,8 +225,8 @@ class VectorVideoReconstructionEnv(gym.vector.VectorEnv):
         if seed is not None:
             s.reset(seed=seed)  # seeds the generator that draws clips and masks
         clips = [s._draw_clip() for _ in range(self.num_envs)]
-        self.episodes = Episodes(
-            clips, s.net, s.perceptual, k=s.cfg.k, cell=s.cfg.policy.cell, flow=s.flow,
+        self.episodes = Episodes.of_run(
+            s.cfg, clips, s.net, s.perceptual, flow=s.flow,
             flow_weight=s.cfg.ppg.flow_weight if s.flow is not None else 0.0, device=s.cfg.device,
         )  # fmt: skip
         return observe(self.episodes), {}

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -162,6 +162,7 @@ def run_policy(
     flow: FlowBackend | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
+    condition_on: Literal["current", "observed"] = "current",
 ) -> PolicyRun:
     """Run ``chooser`` through :func:`reconstruct` over ``clips`` in batches of ``batch_size``."""
     if not clips:
@@ -172,7 +173,14 @@ def run_policy(
     sample: np.ndarray | None = None
     for start in range(0, len(clips), batch_size):
         episodes = Episodes(
-            clips[start : start + batch_size], net, perceptual, k=k, cell=cell, flow=flow, device=device
+            clips[start : start + batch_size],
+            net,
+            perceptual,
+            k=k,
+            cell=cell,
+            flow=flow,
+            condition_on=condition_on,
+            device=device,
         )
         rec = reconstruct(episodes, chooser)
         hp, hs = hole_metrics(rec.video, episodes.original, episodes.masks)
@@ -227,6 +235,7 @@ def table1(
     *,
     cell: int = 32,
     runs: Mapping[str, PolicyRun] | None = None,
+    condition_on: Literal["current", "observed"] = "current",
 ) -> list[dict[str, Any]]:
     """Table 1 (§7.1): Γ with best / random / worst (/ brute-force) conditioning frames.
 
@@ -242,7 +251,9 @@ def table1(
         run = (runs or {}).get(chooser_name)
         if run is None:
             chooser = make_baseline(chooser_name, seed)
-            run = run_policy(clips, chooser, net, perceptual, k=k, cell=cell, device=device)
+            run = run_policy(
+                clips, chooser, net, perceptual, k=k, cell=cell, device=device, condition_on=condition_on
+            )
         rows.append(_table1_row(row, run.loss, run.hole_psnr, run.hole_ssim))
     return rows
 
@@ -365,6 +376,7 @@ def table2(
     cell: int = 32,
     batch_size: int = 8,
     nets: Mapping[str, LocalNet] | None = None,
+    condition_on: Literal["current", "observed"] = "current",
 ) -> Table2Result:
     """Table 2 (§7.3): every policy on the clips of every corruption seed.
 
@@ -399,6 +411,7 @@ def table2(
                 flow=flow,
                 device=device,
                 batch_size=batch_size,
+                condition_on=condition_on,
             )
             progress_log.info(
                 "table 2: %s, seed %d: L_P %.4f (%.1f s)",
@@ -985,7 +998,7 @@ def _try_choosers(
     """Each of a researcher's rows picks the frames of one target before anything runs (a mistake is
     said in seconds, not after the brute-force row), on one clip, without scoring."""
     for make in rows.values():
-        episodes = Episodes([clip], net, None, k=cfg.k, cell=cfg.policy.cell, device=device)
+        episodes = Episodes.of_run(cfg, [clip], net, None, device=device)
         episodes.reset()
         chooser = make(seed)
         chooser.reset(episodes)
@@ -1308,11 +1321,31 @@ def evaluate_run(
         rows[SAME_LOCAL_CONTROL] = learned(policies["imitation"])
     rows.update({n: baseline(n) for n in TABLE2_BASELINES if n != "brute_force" or use_bf})
     rows.update(own)
-    t2 = table2(clips_by_seed, rows, net, perceptual, flow, cfg.k, device, cell=cfg.policy.cell, nets=nets)
+    t2 = table2(
+        clips_by_seed,
+        rows,
+        net,
+        perceptual,
+        flow,
+        cfg.k,
+        device,
+        cell=cfg.policy.cell,
+        nets=nets,
+        condition_on=cfg.condition_on,
+    )
     t2_done = time.perf_counter()
     first = clips_by_seed[min(clips_by_seed)]
     t1 = table1(
-        first, net, perceptual, cfg.k, min(clips_by_seed), use_bf, device, cell=cfg.policy.cell, runs=t2.runs
+        first,
+        net,
+        perceptual,
+        cfg.k,
+        min(clips_by_seed),
+        use_bf,
+        device,
+        cell=cfg.policy.cell,
+        runs=t2.runs,
+        condition_on=cfg.condition_on,
     )
     peers = table1_peers(first, perceptual, device)
     t1_done = time.perf_counter()

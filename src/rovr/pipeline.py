@@ -29,8 +29,8 @@ class TrainResult:
 #: kept, and an interrupted one resumed, only for a config that agrees on them.
 STAGE_KEYS = {
     "pretrain-local": ("seed", "k", "data", "corruption", "metric", "local", "pretrain"),
-    "imitate": ("seed", "k", "data", "corruption", "policy", "imitation"),
-    "train-policy": ("seed", "k", "data", "corruption", "metric", "policy", "ppg"),
+    "imitate": ("seed", "k", "condition_on", "data", "corruption", "policy", "imitation"),
+    "train-policy": ("seed", "k", "condition_on", "data", "corruption", "metric", "policy", "ppg"),
 }
 #: Settings that change how long a stage runs or how often it saves, not what it learns.
 FREE_KEYS = frozenset(

@@ -5,14 +5,15 @@ the transition (Γ rebuilds the target from the chosen frames; the video then ho
 rewards (local perceptual improvement each step, paper §6.3; flow recovery at the end, Eq. 3).
 :func:`reconstruct` runs any :class:`~rovr.conditioning.Chooser` through it.
 
-What Γ sees of a conditioning frame — and so what the policy observes of it — is set by ``condition_on``:
+What Γ sees of a conditioning frame — and so what the policy observes of it — is set by ``condition_on``
+(the config's top-level ``condition_on``):
 
-* ``"observed"`` (default): its observed pixels only (holes blanked and flagged), whether or not it
-  was already reconstructed — errors never compound, and the oracle's coverage is exactly what Γ
-  can use.
-* ``"current"``: the frame as it stands in the current video; frames already reconstructed are
-  passed with no holes, so later targets can build on earlier reconstructions (the paper's literal
-  transition).
+* ``"current"`` (default): the frame as it stands in the current video; frames already reconstructed
+  are passed with no holes, so later targets build on earlier reconstructions (the paper's
+  transition and state, §5.1: "the entire video at the current timestep").
+* ``"observed"``: its observed pixels only (holes blanked and flagged), whether or not it was
+  already reconstructed — errors never compound, and the oracle's coverage is exactly what Γ can
+  use (what every run recorded before this setting existed was trained with).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rovr.errors import RovrError
 
 if TYPE_CHECKING:
     from rovr.conditioning import Chooser
+    from rovr.config import RunConfig
     from rovr.metrics.flow import FlowBackend
     from rovr.metrics.perceptual import PerceptualMetric
     from rovr.models.local import LocalNet
@@ -84,7 +86,7 @@ class Episodes:
         cell: int = 32,
         flow: FlowBackend | None = None,
         flow_weight: float = 0.0,
-        condition_on: Literal["observed", "current"] = "observed",
+        condition_on: Literal["current", "observed"] = "current",
         device: torch.device | str = "cpu",
     ) -> None:
         if not clips:
@@ -109,6 +111,31 @@ class Episodes:
         self._loss_before: dict[int, torch.Tensor] = {}  # target -> L_P(x̄_t, x_t), fixed per clip
         self.reset()
 
+    @classmethod
+    def of_run(
+        cls,
+        cfg: RunConfig,
+        clips: Sequence[Corrupted],
+        net: LocalNet,
+        perceptual: PerceptualMetric | None,
+        *,
+        flow: FlowBackend | None = None,
+        flow_weight: float = 0.0,
+        device: torch.device | str = "cpu",
+    ) -> Episodes:
+        """Episodes of run config ``cfg``'s MDP: its k, the policy's cell and ``condition_on``."""
+        return cls(
+            clips,
+            net,
+            perceptual,
+            k=cfg.k,
+            cell=cfg.policy.cell,
+            flow=flow,
+            flow_weight=flow_weight,
+            condition_on=cfg.condition_on,
+            device=device,
+        )
+
     @property
     def batch_size(self) -> int:
         return len(self.clips)
@@ -116,7 +143,6 @@ class Episodes:
     def reset(self) -> None:
         """Start over: the current video is the corrupted one; nothing is reconstructed yet."""
         self.video = self.corrupted.clone()  # (B, T, 3, H, W)
-        self.hole = self.masks.clone()  # holes still open in the current video
         self.step_index = 0
         self._tried: dict[int, torch.Tensor] = {}  # target -> (B, M, 3, H, W) frames of try_pairs
         self._flow_hat: tuple[int, torch.Tensor] | None = None  # (step_index, F(X̂)) of flow_recovery
@@ -139,10 +165,11 @@ class Episodes:
         without its holes would hide exactly what the policy must know (which pixels Γ can copy).
         """
         b = self.batch_size
-        shown = self.video if self.condition_on == "current" else self.corrupted
+        everything = torch.arange(self.num_frames, device=self.device)[None].expand(b, -1)
+        shown = self.conditioning(everything, torch.arange(b, device=self.device))[0]
         return Observation(
             video=tile(shown, self.cell),
-            target=downsample(shown[:, self.t], self.cell),
+            target=downsample(self.corrupted[:, self.t], self.cell),
             t=torch.full((b,), self.t, dtype=torch.long, device=self.device),
         )
 
@@ -201,13 +228,30 @@ class Episodes:
         s = self.net.shifts(self.corrupted[rows, t], self.masks[rows, t][:, None].float(), frames, holes)
         return None if s is None else s[0]
 
+    def repaired(self) -> torch.Tensor:
+        """(T,) bool: the frames already reconstructed at this step (targets before it in ``order``)."""
+        done = torch.zeros(self.num_frames, dtype=torch.bool, device=self.device)
+        done[self.order[: self.step_index]] = True
+        return done
+
+    @property
+    def hole(self) -> torch.Tensor:
+        """(B, T, H, W) bool: the holes still open in the current video ``video``."""
+        return self.masks & ~self.repaired()[None, :, None, None]
+
     def conditioning(self, pairs: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Γ's view of frames ``pairs`` (B', k) of episodes ``rows`` (B',): (B', k, 3, H, W), (B', k, 1, H, W)."""
+        """Γ's view of frames ``pairs`` (B', k) of episodes ``rows`` (B',): (B', k, 3, H, W), (B', k, 1, H, W).
+
+        ``"current"``: a frame reconstructed before this step is its reconstruction with no hole, any
+        other its observed pixels. Read off ``step_index``, so a caller that sets it back (Γ's update
+        on a finished rollout, :meth:`rovr.train.ppg.Trainer.update_local`) sees each step as played.
+        """
         r = rows[:, None]
+        frames, holes = self.corrupted[r, pairs], self.masks[r, pairs]
         if self.condition_on == "current":
-            frames, holes = self.video[r, pairs], self.hole[r, pairs]
-        else:
-            frames, holes = self.corrupted[r, pairs], self.masks[r, pairs]
+            done = self.repaired()[pairs]  # (B', k)
+            frames = torch.where(done[:, :, None, None, None], self.video[r, pairs], frames)
+            holes = holes & ~done[:, :, None, None]
         return frames, holes[:, :, None].float()
 
     @torch.no_grad()
@@ -224,7 +268,6 @@ class Episodes:
         else:  # no ground truth (repairing a user's video): nothing to score
             before = after = torch.full((self.batch_size,), float("nan"), device=self.device)
         self.video[:, t] = x_hat
-        self.hole[:, t] = False
         cov = self._pair_coverage(t, pairs)
         reward = before - after
         self.step_index += 1
@@ -302,8 +345,9 @@ class Episodes:
         """O (Eq. 3) of the finished video with one frame swapped for a :meth:`try_pairs` alternative.
 
         Returns (B, T, M): entry [b, t, j] is O of episode b's reconstruction with x̂_t replaced by
-        the j-th frame tried at t, every other frame as reconstructed. Only the flows t−1 → t and
-        t → t+1 change, so with n_s = ‖F(X̂)_s − F(X)_s‖² per frame pair s (Eq. 3's norm is over all
+        the j-th frame tried at t, every other frame as reconstructed (with ``condition_on="current"``
+        the later frames that were rebuilt from x̂_t are kept as played: a one-frame counterfactual).
+        Only the flows t−1 → t and t → t+1 change, so with n_s = ‖F(X̂)_s − F(X)_s‖² per frame pair s (Eq. 3's norm is over all
         of them), num² = Σ_s n_s − n_{t−1} − n_t + the two new terms: 2 flows per alternative.
         """
         from rovr.metrics.flow import pair_flows, recovery_score

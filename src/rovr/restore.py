@@ -833,6 +833,6 @@ def _restore_windows(
     # removed, so no chooser may see it as the "original")
     observed = [apply_masks(f, m) for f, m in zip(frames, masks)]
     clips = [Corrupted(original=o, frames=o, masks=m) for o, m in zip(observed, masks)]
-    episodes = Episodes(clips, net, None, k=cfg.k, cell=cfg.policy.cell, device=device)
+    episodes = Episodes.of_run(cfg, clips, net, None, device=device)
     rec = reconstruct(episodes, chooser)
     return to_uint8(rec.video), rec.choices

@@ -131,9 +131,7 @@ def collect_states(
     ]
     for group, chooser in groups:
         for start in range(0, len(group), CHUNK):
-            ep = Episodes(
-                group[start : start + CHUNK], net, None, k=cfg.k, cell=cfg.policy.cell, device=device
-            )
+            ep = Episodes.of_run(cfg, group[start : start + CHUNK], net, None, device=device)
             if chooser is not None:
                 chooser.reset(ep)
             while not ep.done:
@@ -312,9 +310,7 @@ def heldout_eval(
     for chooser in choosers:
         valid, cov, loss, sq, holes = [], [], [], 0.0, 0.0
         for start in range(0, len(clips), CHUNK):
-            ep = Episodes(
-                clips[start : start + CHUNK], net, perceptual, k=cfg.k, cell=cfg.policy.cell, device=device
-            )
+            ep = Episodes.of_run(cfg, clips[start : start + CHUNK], net, perceptual, device=device)
             res = reconstruct(ep, chooser)
             hole = ep.masks[:, :, None].float()  # (B, T, 1, H, W)
             sq += float((((res.video - ep.original) ** 2) * hole).sum())

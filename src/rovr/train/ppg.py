@@ -649,12 +649,11 @@ class Trainer:
         idx = self.rng.integers(len(self.clips), size=cfg.ppg.episodes_per_iter)
         seeds = self.rng.integers(2**31, size=len(idx))
         clips = [corrupt(self.clips[int(i)].frames, cfg.corruption, seed=int(s)) for i, s in zip(idx, seeds)]
-        return Episodes(
+        return Episodes.of_run(
+            cfg,
             clips,
             self.net,
             self.perceptual,
-            k=cfg.k,
-            cell=cfg.policy.cell,
             flow=self.flow,
             flow_weight=cfg.ppg.flow_weight if cfg.ppg.flow_reward else 0.0,
             device=self.device,
