@@ -651,6 +651,11 @@ def test_data_line_names_the_videos_and_says_how_many_it_leaves_out() -> None:
         "Data: x: 12 clips of 1 video (a) of"
     )
     assert data_line({}) == ""
+    assert data_line({"datasets": data, "config": {"condition_on": "observed"}}).endswith(
+        "seeds [0]. Γ and the policies saw only the observed pixels of every frame, repaired or not "
+        "(`condition_on: observed`)."
+    )
+    assert "`condition_on: current`" in data_line({"datasets": data, "config": {"condition_on": "current"}})
 
 
 def test_an_out_that_is_a_file_is_refused_before_the_data_is_read(

@@ -663,8 +663,17 @@ def data_line(report: Mapping[str, Any]) -> str:
     return (
         f"Data: {data.get('source', '?')}: {clips} clip{'' if clips == 1 else 's'}{named} of "
         f"{data.get('frames', '?')} frames, {data.get('width', '?')}×{data.get('height', '?')}, corruption "
-        f"seeds {data.get('seeds', '?')}."
+        f"seeds {data.get('seeds', '?')}.{MDP_NOTES.get((report.get('config') or {}).get('condition_on'), '')}"
     )
+
+
+#: What the report's MDP was (the run config's ``condition_on``), said after the Data line.
+MDP_NOTES = {
+    "current": " Frames repaired at earlier steps are conditioned on as repaired (`condition_on: current`, "
+    "the paper's state).",
+    "observed": " Γ and the policies saw only the observed pixels of every frame, repaired or not "
+    "(`condition_on: observed`).",
+}
 
 
 #: What Table 1 is computed over (its caption in report.md and report.html).
