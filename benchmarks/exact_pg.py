@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg, run = load_run(Path(args.run))
+    if cfg.condition_on != "observed":
+        sys.exit(
+            f"exact_pg.py: '{args.run}' runs with condition_on={cfg.condition_on}, where a choice changes the "
+            "later states and the per-state gradient below is not the exact one; use a run trained with "
+            "--set condition_on=observed"
+        )
     if args.data:
         cfg = dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, source=str(Path(args.data).resolve()))

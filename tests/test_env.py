@@ -146,3 +146,24 @@ def test_what_gamma_and_the_policy_see_of_a_repaired_frame(condition_on: str) ->
     assert torch.equal(ep.hole[0, 0], torch.zeros_like(ep.masks[0, 0])) and torch.equal(
         ep.hole[0, 1], ep.masks[0, 1]
     )
+
+
+def test_the_terminal_observation_shows_the_finished_video() -> None:
+    """After the last step the state shows every frame repaired (and the last target as repaired)."""
+    import torch
+
+    from rovr.data.corruption import corrupt
+    from rovr.data.encoding import tile
+    from rovr.data.sources import SyntheticVideos
+    from rovr.env import observe
+    from rovr.models.local import LocalNet
+    from rovr.reconstruct import Episodes
+
+    cfg = tiny_config()
+    clip = corrupt(SyntheticVideos(1, frames=6, size=24).generate(0), cfg.corruption, seed=0)
+    ep = Episodes([clip], LocalNet(LocalNetConfig(base_channels=4, depth=1), 2), None, k=2, cell=8)
+    while not ep.done:
+        ep.step(torch.tensor([[0, 1]]) if ep.t > 1 else torch.tensor([[2, 3]]))
+    obs = observe(ep)
+    finished = (tile(ep.video, 8).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.array_equal(obs["video"], finished) and obs["t"].tolist() == [5]

@@ -656,6 +656,9 @@ def test_data_line_names_the_videos_and_says_how_many_it_leaves_out() -> None:
         "(`condition_on: observed`)."
     )
     assert "`condition_on: current`" in data_line({"datasets": data, "config": {"condition_on": "current"}})
+    assert "`condition_on: observed`" in data_line(
+        {"datasets": data, "config": {"seed": 0}}
+    )  # recorded before it
 
 
 def test_an_out_that_is_a_file_is_refused_before_the_data_is_read(

@@ -18,6 +18,7 @@ from rovr.report import (
     HEAT_EMPTY,
     HEAT_TARGET,
     RED,
+    chosen_views,
     coverage_overlay,
     curve_series,
     fig1_masked,
@@ -95,6 +96,18 @@ def test_figures_are_written(tmp_path: Path, clip: Corrupted) -> None:
     _no_temp_files(tmp_path)
     with pytest.raises(ValueError, match="uint8"):
         fig6_grid(clip, choices["sequential"], rec.numpy(), [0], tmp_path / "bad.png")
+
+
+def test_fig6_shows_a_frame_repaired_earlier_as_gamma_got_it(clip: Corrupted) -> None:
+    """In the paper's MDP a chosen frame before the target was given to Γ as its repair, no holes."""
+    video = np.full_like(clip.frames, 7)
+    frames, holes, repaired = chosen_views(clip, video, [1, 4], 3, "current")
+    assert repaired == [True, False]
+    assert (frames[0] == 7).all() and not holes[0].any()
+    assert np.array_equal(frames[1], clip.frames[4]) and np.array_equal(holes[1], clip.masks[4])
+    frames, holes, repaired = chosen_views(clip, video, [1, 4], 3, "observed")
+    assert repaired == [False, False] and np.array_equal(holes, clip.masks[[1, 4]])
+    assert np.array_equal(frames[0], clip.frames[1])
 
 
 def test_learning_curves(tmp_path: Path) -> None:

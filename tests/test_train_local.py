@@ -471,7 +471,7 @@ def test_checkpoint_from_before_a_new_config_field_still_loads(tmp_path: Path) -
 def test_a_record_from_before_condition_on_was_trained_on_observed_frames(tmp_path: Path) -> None:
     """Runs recorded before ``condition_on`` existed conditioned on observed pixels, not today's default
     (the reconstructions): their checkpoints and config.yaml read as ``observed``, so `rovr train` with
-    today's default retrains them (naming the setting) and `rovr evaluate` plays them as trained."""
+    today's default refuses to skip them (naming the setting) and `rovr evaluate` plays them as trained."""
     from rovr.config import read_run_config, to_dict
     from rovr.pipeline import config_differences
     from rovr.train.common import save_model
@@ -490,6 +490,31 @@ def test_a_record_from_before_condition_on_was_trained_on_observed_frames(tmp_pa
     del old["condition_on"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert read_run_config(tmp_path / "config.yaml").condition_on == "observed"
+    from rovr.evaluate import mdp_of
+
+    assert mdp_of(path) == "observed" and mdp_of(tmp_path / "missing.safetensors") is None
+
+
+def test_a_policy_warm_started_from_the_other_mdp_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rovr train-policy` in one MDP from an imitation policy trained in the other: allowed (an
+    experiment), never unnoticed."""
+    from rovr.models.policy import PolicyConfig, build_actor
+    from rovr.pipeline import check_stage_inputs
+    from rovr.train.common import save_model
+
+    cfg = dataclasses.replace(tiny(steps=2), policy=PolicyConfig(kind="pointer", cell=8, hidden=16, embed=0))
+    run = RunDir(tmp_path)
+    save_model(run.local, LocalNet(cfg.local, cfg.k), cfg)
+    observed = dataclasses.replace(cfg, condition_on="observed")
+    save_model(run.policy("imitation"), build_actor(cfg.policy, cfg.data.frames), observed)
+    with caplog.at_level(logging.WARNING, logger="rovr"):
+        check_stage_inputs(observed, run, "train-policy")
+        assert not caplog.records
+        check_stage_inputs(cfg, run, "train-policy")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "condition_on=current" in line and "trained with condition_on=observed" in line
 
 
 def rewrite_meta(path: Path, text: str) -> None:

@@ -210,8 +210,9 @@ class PPGConfig:
     credit: Literal["to_go", "causal"] = _f(
         "to_go",
         "'to_go': returns are (GAE) rewards-to-go, as the paper; 'causal': a step's return is its own "
-        "local reward plus the episode's final flow reward (Γ conditions on observed pixels, so an "
-        "action cannot change later local rewards: same expected gradient, far less variance)",
+        "local reward plus the episode's final flow reward — with condition_on=observed an action cannot "
+        "change later local rewards, so the same expected gradient with far less variance; with "
+        "condition_on=current (a repaired frame helps later targets) a myopic approximation",
     )
     group: int = _f(
         1,
@@ -444,10 +445,15 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 RECORDED_BEFORE = {"condition_on": "observed"}
 
 
+def as_recorded(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict rovr recorded (checkpoint metadata, a run's config.yaml, a report's ``config``)
+    with the keys of :data:`RECORDED_BEFORE` it lacks at the value runs had before those keys existed."""
+    return {**RECORDED_BEFORE, **data}
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """RunConfig from a full dict rovr wrote (a checkpoint's metadata, a run's config.yaml); a key of
-    :data:`RECORDED_BEFORE` it lacks takes the value runs had before that key existed."""
-    return from_dict(RunConfig, {**RECORDED_BEFORE, **data})
+    """RunConfig from a full dict rovr wrote (a checkpoint's metadata, a run's config.yaml): :func:`as_recorded`."""
+    return from_dict(RunConfig, as_recorded(data))
 
 
 def read_run_config(path: str | Path) -> RunConfig:

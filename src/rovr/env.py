@@ -7,8 +7,8 @@ with one episode; :class:`VectorVideoReconstructionEnv` batches B episodes throu
 
 * Observation: ``{"video": uint8 (3, G·c, G·c), "target": uint8 (3, c, c), "t": int}`` — the tiled
   low-res video and the low-res target, as :meth:`~rovr.reconstruct.Episodes.observation` gives them:
-  the corrupted frames (``condition_on="observed"``, what the trainers use), or with
-  ``condition_on="current"`` the paper's current video (reconstructed frames before t, corrupted
+  the corrupted frames (``condition_on="observed"``), or with ``condition_on="current"`` (the
+  default, the run config's) the paper's current video (reconstructed frames before t, corrupted
   ones after).
 * Action: an index into the ``C(T−1, k)`` sets of frames other than the target (lexicographic order
   over the other frames; :meth:`VideoReconstructionEnv.action_to_frames` maps it). Every element of
@@ -168,14 +168,7 @@ class VideoReconstructionEnv(gym.Env[dict[str, Any], int]):
 
 def observe(e: Episodes) -> dict[str, np.ndarray]:
     """Batched uint8 observation of ``e``; after the last step it shows the finished video and last target."""
-    last = e.done
-    if last:
-        e.step_index -= 1
-    try:
-        o: Observation = e.observation()
-    finally:
-        if last:
-            e.step_index += 1
+    o: Observation = e.observation(e.order[-1] if e.done else None)
     return {"video": _uint8(o.video), "target": _uint8(o.target), "t": o.t.cpu().numpy()}
 
 

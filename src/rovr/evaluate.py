@@ -663,8 +663,18 @@ def data_line(report: Mapping[str, Any]) -> str:
     return (
         f"Data: {data.get('source', '?')}: {clips} clip{'' if clips == 1 else 's'}{named} of "
         f"{data.get('frames', '?')} frames, {data.get('width', '?')}×{data.get('height', '?')}, corruption "
-        f"seeds {data.get('seeds', '?')}.{MDP_NOTES.get((report.get('config') or {}).get('condition_on'), '')}"
+        f"seeds {data.get('seeds', '?')}.{mdp_note(report)}"
     )
+
+
+def mdp_note(report: Mapping[str, Any]) -> str:
+    """The sentence after the Data line: the MDP of the run config the report records ("" if none)."""
+    from rovr.config import as_recorded
+
+    config = report.get("config")
+    if not isinstance(config, Mapping):
+        return ""
+    return MDP_NOTES.get(str(as_recorded(dict(config)).get("condition_on")), "")
 
 
 #: What the report's MDP was (the run config's ``condition_on``), said after the Data line.
@@ -1150,6 +1160,17 @@ def check_evaluation_data(cfg: RunConfig, data: str | Path | None, seeds: int = 
         raise no_clips_error(cfg, data, source)
 
 
+def mdp_of(checkpoint: Path) -> str | None:
+    """The ``condition_on`` a checkpoint was trained with (None if its metadata cannot be read)."""
+    from rovr.checkpoint import read_meta
+    from rovr.train.common import saved_config
+
+    try:
+        return str(saved_config(read_meta(checkpoint), checkpoint).get("condition_on"))
+    except RovrError:
+        return None
+
+
 def load_policies(
     cfg: RunConfig, root: Path, device: torch.device
 ) -> tuple[dict[str, PolicyChooser], dict[str, str]]:
@@ -1302,6 +1323,15 @@ def evaluate_run(
                 " and ".join(stale),
                 "imitate" if name == "imitation" else "train-policy",
             )
+        trained_in = mdp_of(run.policy(name))
+        if trained_in not in (None, cfg.condition_on):
+            log.warning(
+                "%s was trained with condition_on=%s and is evaluated with condition_on=%s (the run's "
+                "config.yaml): its rows measure it in an MDP it was not trained in",
+                name,
+                trained_in,
+                cfg.condition_on,
+            )
     nets: dict[str, LocalNet] = {}  # a policy whose PPG run also trained Γ is evaluated with that Γ
     local_names: dict[str, str] = {}
     for name in policies if local is None else ():
@@ -1379,7 +1409,12 @@ def evaluate_run(
         for name in shown:
             r = t2.runs[name]
             files[f"fig6_{name}"] = figures.fig6_grid(
-                clip, r.choices[0], r.sample, targets, stage / f"fig6_{name}.png"
+                clip,
+                r.choices[0],
+                r.sample,
+                targets,
+                stage / f"fig6_{name}.png",
+                condition_on=cfg.condition_on,
             )
         curves = figures.learning_curves(read_metric_log(run.logs), stage / "learning_curves.png")
         if curves is not None:

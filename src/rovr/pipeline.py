@@ -200,6 +200,17 @@ def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
                 f"'{start}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
             )
         check_same_architecture(cfg, read_meta(start), start, ARCH_KEYS)
+        from rovr.evaluate import mdp_of
+
+        if (started_in := mdp_of(start)) not in (None, cfg.condition_on):  # allowed, never unnoticed
+            log.warning(
+                "train-policy (condition_on=%s) warm-starts from an imitation policy trained with "
+                "condition_on=%s (%s); pass --set condition_on=%s if that is not what you meant",
+                cfg.condition_on,
+                started_in,
+                start.name,
+                started_in,
+            )
 
 
 def run_stage(cfg: RunConfig, run: RunDir, stage: str, progress: bool = True) -> Path:
@@ -361,7 +372,7 @@ def _evaluated(folder: Path, cfg: RunConfig, data: str | None, same_seed: bool) 
     corruption seeds."""
     import json
 
-    from rovr.config import to_dict
+    from rovr.config import as_recorded, to_dict
     from rovr.evaluate import evaluation_source
 
     path = folder / "eval" / "report.json"
@@ -379,7 +390,9 @@ def _evaluated(folder: Path, cfg: RunConfig, data: str | None, same_seed: bool) 
         or len(datasets.get("seeds") or []) != cfg.eval.seeds
     ):
         return None
-    theirs, mine = flat_config(report.get("config"), ""), flat_config(to_dict(cfg), "")
+    recorded = report.get("config")
+    theirs = flat_config(as_recorded(recorded) if isinstance(recorded, dict) else recorded, "")
+    mine = flat_config(to_dict(cfg), "")
     free = {f".{key}" for key in _EVAL_FREE | ({"seed"} if not same_seed else set())}
     if any(theirs.get(k) != mine.get(k) for k in set(theirs) | set(mine) if k not in free):
         return None

@@ -156,21 +156,24 @@ class Episodes:
         """Index of the current target frame."""
         return self.order[self.step_index]
 
-    def observation(self) -> Observation:
+    def observation(self, target: int | None = None) -> Observation:
         """s_t: tiled low-res video and low-res target (§5.1.1, Fig. 2), each frame as Γ will use it.
 
-        With ``condition_on="current"`` this is the paper's state: the current video, reconstructed
-        frames so far and corrupted frames after. With ``"observed"`` (default) Γ uses only the observed
-        pixels of every frame, so the state shows the corrupted video: a reconstructed frame shown
-        without its holes would hide exactly what the policy must know (which pixels Γ can copy).
+        With ``condition_on="current"`` (default) this is the paper's state: the current video,
+        reconstructed frames so far and corrupted frames after. With ``"observed"`` Γ uses only the
+        observed pixels of every frame, so the state shows the corrupted video: a reconstructed frame
+        shown without its holes would hide exactly what the policy must know (which pixels Γ can copy).
+        ``target``: the frame shown as the target (default the current one, ``t``; a finished episode
+        has none, and the gym env shows its last).
         """
         b = self.batch_size
+        t = self.t if target is None else target
         everything = torch.arange(self.num_frames, device=self.device)[None].expand(b, -1)
         shown = self.conditioning(everything, torch.arange(b, device=self.device))[0]
         return Observation(
             video=tile(shown, self.cell),
-            target=downsample(self.corrupted[:, self.t], self.cell),
-            t=torch.full((b,), self.t, dtype=torch.long, device=self.device),
+            target=downsample(shown[:, t], self.cell),
+            t=torch.full((b,), t, dtype=torch.long, device=self.device),
         )
 
     def check_pairs(self, pairs: torch.Tensor) -> torch.Tensor:

@@ -167,6 +167,21 @@ def coverage_overlay(
     return (out + 0.5).astype(np.uint8)
 
 
+def chosen_views(
+    corrupted: Corrupted, video: np.ndarray, chosen: Sequence[int], t: int, condition_on: str
+) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """What Γ was given of the frames ``chosen`` for target ``t`` (targets repaired in order 0..T−1):
+    frames uint8 (k, H, W, 3), holes bool (k, H, W), and whether each was a repair. With
+    ``condition_on="current"`` a frame before t is its repair in ``video`` with no hole; otherwise
+    every frame is its observed pixels with its holes."""
+    repaired = [condition_on == "current" and i < t for i in chosen]
+    frames = np.stack([video[i] if r else corrupted.frames[i] for i, r in zip(chosen, repaired)])
+    holes = np.stack(
+        [np.zeros_like(corrupted.masks[i]) if r else corrupted.masks[i] for i, r in zip(chosen, repaired)]
+    )
+    return frames, holes, repaired
+
+
 def fig6_grid(
     corrupted: Corrupted,
     choices: np.ndarray,
@@ -174,11 +189,13 @@ def fig6_grid(
     targets: Sequence[int],
     path: str | Path,
     alpha: float = 0.5,
+    condition_on: str = "current",
 ) -> Path:
     """Paper Fig. 6: per target, corrupted target (overlay) | chosen frames | reconstruction | original.
 
     ``choices`` (T, k) chosen frames, ``reconstruction`` uint8 (T, H, W, 3) or float (T, 3, H, W).
-    Green: hole pixels visible in at least one chosen frame; red: hidden in all of them.
+    Green: hole pixels visible in at least one chosen frame as Γ got it (:func:`chosen_views`: a
+    frame repaired at an earlier step shows them all); red: hidden in all of them.
     """
     video = as_uint8_video(reconstruction)
     k = np.asarray(choices).shape[1]
@@ -186,10 +203,11 @@ def fig6_grid(
     axes = fig.subplots(len(targets), k + 3, squeeze=False)
     for row, t in enumerate(targets):
         chosen = [int(i) for i in choices[t]]
-        over = coverage_overlay(corrupted.frames[t], corrupted.masks[t], corrupted.masks[chosen], alpha)
+        frames, holes, repaired = chosen_views(corrupted, video, chosen, t, condition_on)
+        over = coverage_overlay(corrupted.frames[t], corrupted.masks[t], holes, alpha)
         _image(axes[row, 0], over, f"target {t}")
-        for col, i in enumerate(chosen, start=1):
-            _image(axes[row, col], corrupted.frames[i], f"frame {i}")
+        for col, (i, frame, rep) in enumerate(zip(chosen, frames, repaired), start=1):
+            _image(axes[row, col], frame, f"frame {i}" + (" (repaired)" if rep else ""))
         _image(axes[row, k + 1], video[t], "reconstruction")
         _image(axes[row, k + 2], corrupted.original[t], "original")
     fig.tight_layout()
@@ -433,7 +451,8 @@ def write_html(
         (
             "Fig. 6 — sample reconstructions",
             lambda key: key.startswith("fig6"),
-            "Green: hole pixels visible in at least one chosen frame; red: hidden in all of them.",
+            "Green: hole pixels visible in at least one chosen frame as Γ got it (a frame repaired at an "
+            "earlier step, shown as its repair, shows them all); red: hidden in all of them.",
         ),
         ("Fig. 1 — masked targets and their oracle best pair", lambda key: key == "fig1", ""),
         ("Learning curves", lambda key: key == "learning_curves", ""),

@@ -24,7 +24,7 @@ from rovr.checkpoint import (
     save_checkpoint,
     state_tensors,
 )
-from rovr.config import RunConfig, config_from_dict, save_config, to_dict
+from rovr.config import RunConfig, as_recorded, config_from_dict, save_config, to_dict
 from rovr.data.clips import ClipSet, spread
 from rovr.data.corruption import Corrupted, corrupt
 from rovr.data.sources import check_source
@@ -155,7 +155,7 @@ def saved_config(meta: dict[str, Any], source: Path) -> dict[str, Any]:
     try:
         return to_dict(config_from_dict(saved))
     except ConfigError:
-        return saved
+        return as_recorded(saved)
 
 
 def check_same_architecture(

@@ -134,9 +134,11 @@ def causal_returns(rewards: torch.Tensor, terminal: torch.Tensor) -> torch.Tenso
     """Returns when an action can change only its own local reward and the episode's terminal reward.
 
     rewards (B, T) are the MDP's rewards, the last one including the terminal (flow) reward
-    ``terminal`` (B,). With Γ conditioning on observed pixels only, the local reward r_u of a later
-    step does not depend on a_t, so dropping it from R_t leaves E[∇ log π(a_t|s_t) R_t] unchanged
-    and removes its variance: R_t = (r_t − [t = T−1] · terminal) + terminal. (B, T).
+    ``terminal`` (B,). With Γ conditioning on observed pixels only (``condition_on="observed"``), the
+    local reward r_u of a later step does not depend on a_t, so dropping it from R_t leaves
+    E[∇ log π(a_t|s_t) R_t] unchanged and removes its variance: R_t = (r_t − [t = T−1] · terminal)
+    + terminal. (B, T). With ``"current"`` a_t also shapes the later states (x̂_t is a frame they
+    can condition on), and this credit ignores that: a myopic, lower-variance approximation.
     """
     local = rewards.clone()
     local[:, -1] = local[:, -1] - terminal
