@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rovr.conditioning import Chooser, cheapest_pairs, copy_pair_costs, make_baseline
-from rovr.evaluate import evaluation_clips, run_policy
+from rovr.evaluate import evaluation_clips, run_policy_of
 from rovr.metrics.flow import build_flow
 from rovr.metrics.perceptual import build_perceptual
 from rovr.reconstruct import Episodes
@@ -83,17 +83,7 @@ def main() -> None:
     for seed in range(args.seeds):
         clips, what = evaluation_clips(cfg, args.data, seed, cfg.eval.max_clips)
         for chooser in choosers:
-            r = run_policy(
-                clips,
-                chooser,
-                net,
-                perceptual,
-                k=cfg.k,
-                cell=cfg.policy.cell,
-                flow=flow,
-                device=device,
-                condition_on=cfg.condition_on,
-            )
+            r = run_policy_of(cfg, clips, chooser, net, perceptual, flow=flow, device=device)
             assert r.flow_recovery is not None
             results[chooser.name].append((float(r.loss.mean()), float(np.nanmean(r.flow_recovery))))
     print(f"{what}: {args.seeds} corruption seeds, L_P = {perceptual.name}, flow = {flow.name}\n")

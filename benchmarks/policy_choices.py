@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rovr.conditioning import Chooser, make_baseline
-from rovr.evaluate import evaluation_clips, load_policies, run_policy
+from rovr.evaluate import evaluation_clips, load_policies, run_policy_of
 from rovr.metrics.perceptual import build_perceptual
 from rovr.restore import load_run
 from rovr.train.common import load_local
@@ -43,16 +43,7 @@ def main() -> None:
     print("| policy | nearer frame: mean abs(i − t) | farther frame | pair coverage | L_P |")
     print("| --- | --- | --- | --- | --- |")
     for chooser in choosers:
-        r = run_policy(
-            clips,
-            chooser,
-            net,
-            perceptual,
-            k=cfg.k,
-            cell=cfg.policy.cell,
-            device=device,
-            condition_on=cfg.condition_on,
-        )
+        r = run_policy_of(cfg, clips, chooser, net, perceptual, device=device)
         dist = np.abs(r.choices - np.arange(r.choices.shape[1])[None, :, None])  # (B, T, k)
         print(
             f"| {chooser.name} | {dist.min(2).mean():.2f} | {dist.max(2).mean():.2f} "

@@ -150,6 +150,30 @@ def hole_metrics(
     return p, s
 
 
+def run_policy_of(
+    cfg: RunConfig,
+    clips: Sequence[Corrupted],
+    chooser: Chooser,
+    net: LocalNet,
+    perceptual: PerceptualMetric,
+    *,
+    flow: FlowBackend | None = None,
+    device: torch.device | str = "cpu",
+) -> PolicyRun:
+    """:func:`run_policy` in run config ``cfg``'s MDP (its k, cell and ``condition_on``)."""
+    return run_policy(
+        clips,
+        chooser,
+        net,
+        perceptual,
+        k=cfg.k,
+        cell=cfg.policy.cell,
+        flow=flow,
+        device=device,
+        condition_on=cfg.condition_on,
+    )
+
+
 @torch.no_grad()
 def run_policy(
     clips: Sequence[Corrupted],
