@@ -1030,7 +1030,7 @@ def test_ctrl_c_on_the_cli_leaves_nothing(
     run_dir: Path, tmp_path: Path, sig: signal.Signals, code: int, said: str
 ) -> None:
     """Ctrl-C, or SIGTERM (a scheduler, `timeout`), midway: one line, no output, no temporary file."""
-    n, h, w = 400, 64, 64
+    n, h, w = 2000, 64, 64  # long enough to be still running when the signal comes, on any machine
     video = tmp_path / "in.mp4"
     io.write_video(video, indexed_video(n, h, w) // 2 + 60, fps=24)
     masks = tmp_path / "mask.png"
