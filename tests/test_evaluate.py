@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -835,7 +836,10 @@ def test_a_policy_trained_from_a_since_retrained_checkpoint_is_said(
     run = RunDir(tmp_path / "run")
     actor = build_actor(cfg.policy, cfg.data.frames)
     save_model(run.policy("imitation"), actor, cfg, trained_from={"local": fingerprint(run.local)})
-    save_model(run.policy("rovr_flow_warm"), actor, cfg, trained_from={"imitation": "not what it is now"})
+    observed = dataclasses.replace(cfg, condition_on="observed")  # and in the other MDP
+    save_model(
+        run.policy("rovr_flow_warm"), actor, observed, trained_from={"imitation": "not what it is now"}
+    )
     import fcntl
 
     held = os.open(run.root, os.O_RDONLY)
@@ -850,6 +854,11 @@ def test_a_policy_trained_from_a_since_retrained_checkpoint_is_said(
     assert said == [
         "rovr_flow_warm was trained from another imitation than the run holds now (retrained since); its "
         "rows (and those with its Γ) mix old and new work: retrain it with `rovr train-policy --restart`"
+    ]
+    said = [r.getMessage() for r in caplog.records if "MDP" in r.getMessage()]
+    assert said == [
+        "rovr_flow_warm was trained with condition_on=observed and is evaluated with condition_on=current "
+        "(the run's config.yaml): its rows measure it in an MDP it was not trained in"
     ]
 
 
