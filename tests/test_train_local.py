@@ -490,7 +490,7 @@ def test_a_record_from_before_condition_on_was_trained_on_observed_frames(tmp_pa
     del old["condition_on"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert read_run_config(tmp_path / "config.yaml").condition_on == "observed"
-    from rovr.evaluate import mdp_of
+    from rovr.train.common import mdp_of
 
     assert mdp_of(path) == "observed" and mdp_of(tmp_path / "missing.safetensors") is None
 

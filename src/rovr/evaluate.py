@@ -1184,17 +1184,6 @@ def check_evaluation_data(cfg: RunConfig, data: str | Path | None, seeds: int = 
         raise no_clips_error(cfg, data, source)
 
 
-def mdp_of(checkpoint: Path) -> str | None:
-    """The ``condition_on`` a checkpoint was trained with (None if its metadata cannot be read)."""
-    from rovr.checkpoint import read_meta
-    from rovr.train.common import saved_config
-
-    try:
-        return str(saved_config(read_meta(checkpoint), checkpoint).get("condition_on"))
-    except RovrError:
-        return None
-
-
 def load_policies(
     cfg: RunConfig, root: Path, device: torch.device
 ) -> tuple[dict[str, PolicyChooser], dict[str, str]]:
@@ -1336,6 +1325,7 @@ def evaluate_run(
         )
     policies, unusable = load_policies(cfg, run.root, device)
     from rovr.pipeline import retrained_inputs
+    from rovr.train.common import mdp_of
 
     for name in policies:  # a policy (and the Γ tuned with it) trained from checkpoints since replaced
         stale = retrained_inputs(run, run.policy(name))

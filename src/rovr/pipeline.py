@@ -176,7 +176,7 @@ def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
     """Refuse, in one line, a stage whose earlier stages' checkpoints are not in ``run``, or were made
     for another architecture — before ``rovr imitate`` / ``rovr train-policy`` write anything there."""
     from rovr.checkpoint import read_meta
-    from rovr.train.common import ARCH_KEYS, LOCAL_ARCH_KEYS, check_same_architecture
+    from rovr.train.common import ARCH_KEYS, LOCAL_ARCH_KEYS, check_same_architecture, mdp_of
 
     if stage in ("imitate", "train-policy"):
         if not run.local.is_file():
@@ -200,8 +200,6 @@ def check_stage_inputs(cfg: RunConfig, run: RunDir, stage: str) -> None:
                 f"'{start}' does not exist; run `rovr imitate` first (or --set ppg.warm_start=false)"
             )
         check_same_architecture(cfg, read_meta(start), start, ARCH_KEYS)
-        from rovr.evaluate import mdp_of
-
         if (started_in := mdp_of(start)) not in (None, cfg.condition_on):  # allowed, never unnoticed
             log.warning(
                 "train-policy (condition_on=%s) warm-starts from an imitation policy trained with "

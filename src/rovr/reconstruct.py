@@ -168,8 +168,9 @@ class Episodes:
         """
         b = self.batch_size
         t = self.t if target is None else target
-        everything = torch.arange(self.num_frames, device=self.device)[None].expand(b, -1)
-        shown = self.conditioning(everything, torch.arange(b, device=self.device))[0]
+        shown = self.corrupted
+        if self.condition_on == "current":  # the whole video as conditioning() gives it, without a gather
+            shown = torch.where(self.repaired()[None, :, None, None, None], self.video, self.corrupted)
         return Observation(
             video=tile(shown, self.cell),
             target=downsample(shown[:, t], self.cell),

@@ -158,6 +158,16 @@ def saved_config(meta: dict[str, Any], source: Path) -> dict[str, Any]:
         return as_recorded(saved)
 
 
+def mdp_of(checkpoint: Path) -> str | None:
+    """The ``condition_on`` a checkpoint was trained with (None if its metadata cannot be read)."""
+    from rovr.checkpoint import read_meta
+
+    try:
+        return str(saved_config(read_meta(checkpoint), checkpoint).get("condition_on"))
+    except RovrError:
+        return None
+
+
 def check_same_architecture(
     cfg: RunConfig, meta: dict[str, Any], source: Path, keys: tuple[str, ...] = ARCH_KEYS
 ) -> None:
