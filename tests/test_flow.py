@@ -21,6 +21,7 @@ from rovr.metrics.flow import (
     flow_recovery_batch,
     flow_recovery_video,
     raft_weights_cache_path,
+    recovery_shares,
     reference_flows,
 )
 
@@ -80,6 +81,31 @@ def test_recovery_batch_matches_single() -> None:
     for b in range(3):
         assert float(batch[b]) == pytest.approx(flow_recovery(f_hat[b], f_bar[b], f_orig[b], lower=-math.inf))
     assert float(batch[1]) == 1.0 and float(batch[2]) == 1.0
+
+
+def test_recovery_shares_by_hand() -> None:
+    """3 frames, flow errors n = 9 (frames 0→1) and 16 (1→2): num = 5, den = 10, O = 0.5. Frame t's
+    error c_t = ½ (n_{t−1} + n_t) = 4.5, 12.5, 8; share 1/3 − c_t / (num · den)."""
+    shares = recovery_shares(torch.tensor([[9.0, 16.0]]), torch.tensor([10.0]))
+    want = torch.tensor([[1 / 3 - 0.09, 1 / 3 - 0.25, 1 / 3 - 0.16]], dtype=torch.float64)
+    torch.testing.assert_close(shares, want)
+    assert float(shares.sum()) == pytest.approx(0.5)
+    # clipped at -1 (raw 1 − 50/10 = −4) and degenerate (den 0, num 0 -> O = 1): uniform O / T
+    both = recovery_shares(torch.tensor([[900.0, 1600.0], [0.0, 0.0]]), torch.tensor([10.0, 0.0]))
+    torch.testing.assert_close(both, torch.tensor([[-1 / 3] * 3, [1 / 3] * 3], dtype=torch.float64))
+
+
+def test_recovery_shares_sum_to_recovery() -> None:
+    g = torch.Generator().manual_seed(1)
+    f_orig, f_bar = torch.randn(4, 6, 2, 5, 5, generator=g), torch.randn(4, 6, 2, 5, 5, generator=g)
+    f_hat = f_orig + 0.3 * torch.randn(4, 6, 2, 5, 5, generator=g)
+    f_hat[1, 2] = f_orig[1, 2] + 5.0  # one bad flow: its two frames get the lowest shares
+    sq = (f_hat.double() - f_orig.double()).flatten(2).pow(2).sum(2)
+    den = (f_bar.double() - f_orig.double()).flatten(1).norm(dim=1)
+    shares = recovery_shares(sq, den)
+    assert shares.shape == (4, 7)
+    torch.testing.assert_close(shares.sum(1), flow_recovery_batch(f_hat, f_bar, f_orig))
+    assert set(shares[1].argsort()[:2].tolist()) == {2, 3}
 
 
 def test_recovery_rejects_mismatched_shapes() -> None:

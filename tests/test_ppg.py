@@ -844,6 +844,48 @@ def test_causal_credit_in_a_real_rollout(tmp_path: Path) -> None:
     torch.testing.assert_close(batch.returns.view(B, T), want.float(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("credit", ["causal", "to_go"])
+def test_frame_flow_credit_in_a_real_rollout(tmp_path: Path, credit: str) -> None:
+    """ppg.flow_credit=frame: the episode's w·O is paid in per-frame shares of Eq. 3's error, recomputed
+    here from the finished video's flows; causal: a step's return is its own L_P gain plus its share."""
+    from rovr.metrics.flow import recovery_shares
+
+    cfg = tiny_config(f"ppg.credit={credit}", "ppg.flow_credit=frame", "ppg.flow_weight=2.0")
+    trainer = Trainer(cfg, make_run(tmp_path / "run", cfg), progress=False)
+    trainer.reseed(0)
+    captured: list[StepInfo] = []
+    episodes = trainer.episodes()
+    step = episodes.step
+
+    def spy(pairs: torch.Tensor) -> StepInfo:
+        info = step(pairs)
+        captured.append(info)
+        return info
+
+    episodes.step = spy  # type: ignore[method-assign]
+    batch, stats = trainer.learner.rollout(episodes)
+    last = captured[-1]
+    assert last.flow_recovery is not None and episodes.flow is not None
+    B, T = len(last.reward), len(captured)
+    f_orig, f_bar = episodes._reference_flows()
+    f_hat = torch.stack([episodes.flow.flow(v) for v in episodes.video])
+    sq = (f_hat.double() - f_orig.double()).flatten(2).pow(2).sum(2)
+    shares = 2.0 * recovery_shares(sq, (f_bar.double() - f_orig.double()).flatten(1).norm(dim=1)).float()
+    torch.testing.assert_close(shares.sum(1), 2.0 * last.flow_recovery, atol=1e-5, rtol=1e-5)
+    local = torch.stack([i.loss_before - i.loss_after for i in captured], dim=1)  # (B, T)
+    credited = local + shares
+    rewards = torch.stack([i.reward for i in captured], dim=1)
+    torch.testing.assert_close(credited.sum(1), rewards.sum(1), atol=1e-5, rtol=1e-5)  # the same return
+    assert stats["charts/episodic_return"] == pytest.approx(float(rewards.sum(1).mean()), abs=1e-6)
+    want = credited if credit == "causal" else rewards_to_go(credited)
+    torch.testing.assert_close(batch.returns.view(B, T), want * cfg.ppg.reward_scale, atol=1e-5, rtol=1e-5)
+
+
+def test_frame_flow_credit_needs_one_draw_per_state() -> None:
+    with pytest.raises(ConfigError, match="ppg.flow_credit.*group = 1"):
+        load_config(None, ["ppg.group=4", "ppg.credit=causal", "ppg.flow_credit=frame"])
+
+
 def test_tried_pairs_and_swapped_flow_recovery_match_recomputation(tmp_path: Path) -> None:
     """try_pairs scores a pair as step would; swapped_flow_recovery equals O of the swapped video, recomputed."""
     from rovr.metrics.flow import flow_recovery_batch

@@ -214,6 +214,12 @@ class PPGConfig:
         "change later local rewards, so the same expected gradient with far less variance; with "
         "condition_on=current (a repaired frame helps later targets) a myopic approximation",
     )
+    flow_credit: Literal["episode", "frame"] = _f(
+        "episode",
+        "how the final flow reward w·O reaches the steps: 'episode' = whole to every step's return (the "
+        "paper's terminal reward); 'frame' = split by each repaired frame's part of Eq. 3's flow error "
+        "(shares sum to w·O; a step is paid for the flows into and out of its own frame). Needs group = 1",
+    )
     group: int = _f(
         1,
         "K: pairs drawn from π at every state. K > 1 (needs credit=causal): Γ rebuilds the target from "
@@ -253,6 +259,11 @@ class PPGConfig:
             check(getattr(self, key) >= 0, f"ppg.{key}", f"must be >= 0 (got {getattr(self, key)})")
         check(self.reward_scale > 0, "ppg.reward_scale", f"must be > 0 (got {self.reward_scale})")
         check(self.group >= 1, "ppg.group", "must be >= 1")
+        check(
+            self.group == 1 or self.flow_credit == "episode",
+            "ppg.flow_credit",
+            "'frame' needs ppg.group = 1 (with group > 1 each draw is already paid the flow of its own frame)",
+        )
         check(
             self.group == 1 or self.credit == "causal",
             "ppg.group",

@@ -340,6 +340,35 @@ class Episodes:
         self._flow_hat = (self.step_index, f_hat)  # swapped_flow_recovery reuses it at the same step
         return flow_recovery_batch(f_hat, f_bar, f_orig).float()
 
+    def _flow_errors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """n_s = ‖F(X̂)_s − F(X)_s‖² of every consecutive frame pair (B, T−1) and ‖F(X̄) − F(X)‖ (B,), float64."""
+        assert self.flow is not None
+        f_orig, f_bar = self._reference_flows()
+        ref = f_orig.double()
+        if self._flow_hat is not None and self._flow_hat[0] == self.step_index:
+            f_hat = self._flow_hat[1].double()  # the video has not changed since flow_recovery
+        else:
+            f_hat = torch.stack([self.flow.flow(v) for v in self.video]).double()
+        sq = (f_hat - ref).flatten(2).pow(2).sum(2)
+        den = (f_bar.double() - ref).flatten(1).norm(dim=1)
+        return sq, den
+
+    @torch.no_grad()
+    def terminal_reward_shares(self) -> torch.Tensor:
+        """The final flow reward w · O split over the steps by each frame's part of Eq. 3's error.
+
+        After the last step: (B, T) in step order (entry [b, u] belongs to target ``order[u]``), each
+        row summing to w · O (:func:`rovr.metrics.flow.recovery_shares`; ``ppg.flow_credit=frame``).
+        """
+        from rovr.metrics.flow import recovery_shares
+
+        if self.flow is None or not self.done:
+            raise RovrError("terminal_reward_shares needs a flow backend and a finished episode")
+        sq, den = self._flow_errors()
+        shares = recovery_shares(sq, den)  # (B, T) per frame
+        order = torch.as_tensor(self.order, device=shares.device)
+        return (self.flow_weight * shares[:, order]).float()
+
     def swapped_terminal_reward(self) -> torch.Tensor:
         """w · :meth:`swapped_flow_recovery`: the last step's flow reward had a tried pair been played. (B, T, M)."""
         return self.flow_weight * self.swapped_flow_recovery()
@@ -361,14 +390,8 @@ class Episodes:
         n = self.num_frames
         if sorted(self._tried) != list(range(n)):
             raise RovrError("swapped_flow_recovery needs try_pairs at every step of the episode")
-        f_orig, f_bar = self._reference_flows()
-        ref = f_orig.double()
-        if self._flow_hat is not None and self._flow_hat[0] == self.step_index:
-            f_hat = self._flow_hat[1].double()  # the video has not changed since flow_recovery
-        else:
-            f_hat = torch.stack([self.flow.flow(v) for v in self.video]).double()
-        sq = (f_hat - ref).flatten(2).pow(2).sum(2)  # (B, T−1): n_s
-        den = (f_bar.double() - ref).flatten(1).norm(dim=1)  # (B,)
+        sq, den = self._flow_errors()
+        ref = self._reference_flows()[0].double()
         b, m = self._tried[0].shape[:2]
         num_sq = sq.sum(1)[:, None, None].repeat(1, n, m)  # (B, T, M)
         rows = torch.arange(b, device=self.device).repeat_interleave(m)

@@ -47,6 +47,7 @@ __all__ = [
     "flow_recovery_video",
     "load_raft_state",
     "raft_weights_cache_path",
+    "recovery_shares",
     "reference_flows",
 ]
 
@@ -310,6 +311,29 @@ def recovery_score(
     score = 1.0 - num / den.clamp_min(eps)
     score = torch.where((den <= eps) & (num <= eps), torch.ones_like(score), score)
     return score.clamp_min(lower)
+
+
+def recovery_shares(
+    pair_sq: torch.Tensor, den: torch.Tensor, eps: float = 1e-6, lower: float = -1.0
+) -> torch.Tensor:
+    """Eq. 3's O split over the frames: pair_sq (B, T−1) = n_s = ‖F(X̂)_s − F(X)_s‖² of each consecutive
+    pair s = (s, s+1), den (B,) = ‖F(X̄) − F(X)‖ -> (B, T) float64, each row summing to O.
+
+    Frame t gets half of each of its two flows' squared errors, c_t = ½ (n_{t−1} + n_t) (one flow at
+    either end), so Σ_t c_t = num² with num = ‖F(X̂) − F(X)‖ = √(Σ_s n_s), and its share is
+    o_t = 1/T − c_t / (num · den): Σ_t o_t = 1 − num / den = O. A frame whose flows match the original's
+    is paid 1/T; one that carries most of the error, less. Where O is degenerate or clipped at
+    ``lower`` (see :func:`recovery_score`) the share is uniform, O / T.
+    """
+    b, t = pair_sq.shape[0], pair_sq.shape[1] + 1
+    sq = pair_sq.double()
+    zero = sq.new_zeros(b, 1)
+    c = 0.5 * (torch.cat([zero, sq], dim=1) + torch.cat([sq, zero], dim=1))  # (B, T)
+    num = sq.sum(1).sqrt()
+    score = recovery_score(num, den.double(), eps, lower)  # (B,)
+    exact = (den > eps) & (1.0 - num / den.double().clamp_min(eps) > lower)
+    split = 1.0 / t - c / (num * den.double().clamp_min(eps)).clamp_min(1e-300)[:, None]
+    return torch.where(exact[:, None], split, (score / t)[:, None].expand(b, t))
 
 
 def pair_flows(backend: FlowBackend, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

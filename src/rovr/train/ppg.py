@@ -145,6 +145,20 @@ def causal_returns(rewards: torch.Tensor, terminal: torch.Tensor) -> torch.Tenso
     return local + terminal[:, None]
 
 
+def split_terminal(rewards: torch.Tensor, terminal: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """Rewards with the terminal reward paid in per-step shares instead of all on the last step.
+
+    rewards (B, T) whose last entry includes ``terminal`` (B,); shares (B, T), each row summing to
+    ``terminal`` (``ppg.flow_credit=frame``: :func:`rovr.metrics.flow.recovery_shares` · w). Returns
+    r'_t = r_t − [t = T−1] · terminal + share_t: the same episode return, credited frame by frame.
+    With causal credit (:func:`causal_returns` with terminal 0) a step's return is its own L_P gain plus
+    its own frame's share of w · O.
+    """
+    out = rewards.clone()
+    out[:, -1] = out[:, -1] - terminal
+    return out + shares.nan_to_num(0.0)
+
+
 class Surrogate(NamedTuple):
     loss: torch.Tensor  # scalar to minimise: −L^CLIP
     approx_kl: torch.Tensor  # scalar, detached: E[(r − 1) − log r]
@@ -307,6 +321,10 @@ class RolloutEnv(Protocol):
         """After the last step: (B, T, M) terminal reward had each tried pair been played instead."""
         ...
 
+    def terminal_reward_shares(self) -> torch.Tensor:
+        """After the last step: (B, T) the terminal reward split over the steps (``ppg.flow_credit=frame``)."""
+        ...
+
 
 class Diverged(RovrError):
     """A PPG loss or gradient became NaN/inf."""
@@ -426,15 +444,20 @@ class Learner:
             else:
                 adv = group_advantages(group_returns)
             returns = group_returns.mean(dim=2, keepdim=True).expand_as(adv)  # V(s) target: E_π[R | s]
-        elif cfg.credit == "causal":
+        else:
             terminal_b = torch.zeros_like(rewards[:, 0])
             if terminal_reward is not None:
                 terminal_b = terminal_reward.to(rewards).nan_to_num(0.0)
-            returns = (causal_returns(rewards, terminal_b) * cfg.reward_scale)[..., None]
-            adv = returns - steps["value"][..., None]
-        else:
-            adv, returns = gae(rewards * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
-            adv, returns = adv[..., None], returns[..., None]
+            credited = rewards
+            if cfg.flow_credit == "frame" and terminal_reward is not None:  # w·O paid frame by frame
+                credited = split_terminal(rewards, terminal_b, env.terminal_reward_shares().to(rewards))
+                terminal_b = torch.zeros_like(terminal_b)
+            if cfg.credit == "causal":
+                returns = (causal_returns(credited, terminal_b) * cfg.reward_scale)[..., None]
+                adv = returns - steps["value"][..., None]
+            else:
+                adv, returns = gae(credited * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
+                adv, returns = adv[..., None], returns[..., None]
 
         def rows(x: torch.Tensor) -> torch.Tensor:  # (B, T, ...) per state -> (B·T·K, ...) per pair
             return x.repeat_interleave(k, dim=1).flatten(0, 1) if k > 1 else x.flatten(0, 1)
