@@ -10,7 +10,7 @@ it with the copy-cost teacher (``oracle_copy``, which peeks at the original) mad
 t it keeps the previous target's pair P (``same``: P itself; ``shift``: P + 1, the same offsets
 from the target) whenever that pair is allowed and its copy cost is within a factor 1 + ε of the
 cheapest, and otherwise takes the cheapest pair. Rows: ``oracle_copy`` (ε = 0), the sticky
-variants, ``sequential`` (always t − 1, t − 2 or the nearest frames: maximally consistent) and
+variants, ``nearest``, ``sequential`` (always t − 1, t − 2 or the nearest frames: maximally consistent) and
 ``random``; L_P and flow recovery on the run's test split (or every clip of ``--data``, up to the
 run's ``eval.max_clips``), mean ± std over ``--seeds`` corruption seeds, plus the share of targets
 that kept the previous target's pair and each row's flow recovery minus ``oracle_copy``'s on the
@@ -20,7 +20,8 @@ same corruption seed (mean ± std over seeds).
 much flow recovery is there for any choice to buy beyond ``brute_force`` (the lowest-L_P pair for
 every target)? :class:`FlowGreedy` rebuilds every pair as brute force does and, among those within
 1 + ε of the best L_P, takes the one whose flow from the repaired previous frame is closest to the
-original's — the best a flow reward could teach a policy, frame by frame, in the paper's MDP.
+original's: what a flow-aware choice can buy at least (a greedy, one-step-ahead chooser; a
+policy that planned further could do better), frame by frame, in the paper's MDP.
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ class FlowGreedy:
 
     @torch.no_grad()
     def choose(self, episodes: Episodes) -> torch.Tensor:
-        t, n, dev = episodes.t, episodes.num_frames, episodes.device
+        t, n, k, dev = episodes.t, episodes.num_frames, episodes.k, episodes.device
         assert episodes.perceptual is not None
-        combos = torch.tensor(list(itertools.combinations([i for i in range(n) if i != t], 2)), device=dev)
-        best = torch.zeros(episodes.batch_size, 2, dtype=torch.long, device=dev)
+        combos = torch.tensor(list(itertools.combinations([i for i in range(n) if i != t], k)), device=dev)
+        best = torch.zeros(episodes.batch_size, k, dtype=torch.long, device=dev)
         for b in range(episodes.batch_size):
             rows = torch.full((len(combos),), b, dtype=torch.long, device=dev)
             shifts = episodes.frame_shifts(b)
@@ -102,7 +103,9 @@ class FlowGreedy:
                 prev = episodes.video[b, t - 1].expand_as(x_hat)
                 ref = self.flow.flow(episodes.original[b, t - 1 : t + 1])  # (1, 2, H, W)
                 err = (pair_flows(self.flow, prev, x_hat) - ref).flatten(1).pow(2).sum(1)
-                allowed = lp <= (1.0 + self.eps) * lp.min() + 1e-12
+                allowed = torch.ones_like(lp, dtype=torch.bool)
+                if self.eps != float("inf"):  # inf · 0 would be NaN: flow alone allows every pair
+                    allowed = lp <= (1.0 + self.eps) * lp.min() + 1e-12
                 score = torch.where(allowed, err, torch.full_like(err, float("inf")))
             best[b] = combos[int(score.argmin())]
         return best

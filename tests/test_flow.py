@@ -90,9 +90,12 @@ def test_recovery_shares_by_hand() -> None:
     want = torch.tensor([[1 / 3 - 0.09, 1 / 3 - 0.25, 1 / 3 - 0.16]], dtype=torch.float64)
     torch.testing.assert_close(shares, want)
     assert float(shares.sum()) == pytest.approx(0.5)
-    # clipped at -1 (raw 1 − 50/10 = −4) and degenerate (den 0, num 0 -> O = 1): uniform O / T
+    # clipped at -1 (raw 1 − 50/10 = −4, c = 450, 1250, 800): the split (1/3 − c/500) scaled by −1/−4,
+    # so the worst frame still gets the least; degenerate (den 0, num 0 -> O = 1): uniform O / T
     both = recovery_shares(torch.tensor([[900.0, 1600.0], [0.0, 0.0]]), torch.tensor([10.0, 0.0]))
-    torch.testing.assert_close(both, torch.tensor([[-1 / 3] * 3, [1 / 3] * 3], dtype=torch.float64))
+    clipped = [(1 / 3 - 0.9) / 4, (1 / 3 - 2.5) / 4, (1 / 3 - 1.6) / 4]
+    torch.testing.assert_close(both, torch.tensor([clipped, [1 / 3] * 3], dtype=torch.float64))
+    assert float(both[0].sum()) == pytest.approx(-1.0)
 
 
 def test_recovery_shares_sum_to_recovery() -> None:

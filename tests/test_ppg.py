@@ -881,6 +881,41 @@ def test_frame_flow_credit_in_a_real_rollout(tmp_path: Path, credit: str) -> Non
     torch.testing.assert_close(batch.returns.view(B, T), want * cfg.ppg.reward_scale, atol=1e-5, rtol=1e-5)
 
 
+def test_terminal_reward_shares_follow_the_visiting_order(tmp_path: Path) -> None:
+    """Targets visited in another order: step u is paid the share of the frame it repaired, order[u]."""
+    from rovr.metrics.flow import recovery_shares
+
+    cfg = tiny_config("ppg.flow_weight=3.0")
+    trainer = Trainer(cfg, make_run(tmp_path / "run", cfg), progress=False)
+    trainer.reseed(0)
+    ep = trainer.episodes()
+    n = ep.num_frames
+    ep.order = [*range(1, n, 2), *range(0, n, 2)]  # odd frames first, then even
+    while not ep.done:
+        others = [i for i in range(n) if i != ep.t][:2]
+        info = ep.step(torch.tensor([others] * ep.batch_size))
+    assert info.flow_recovery is not None and ep.flow is not None
+    f_orig, f_bar = ep._reference_flows()
+    f_hat = torch.stack([ep.flow.flow(v) for v in ep.video])
+    sq = (f_hat.double() - f_orig.double()).flatten(2).pow(2).sum(2)
+    per_frame = 3.0 * recovery_shares(sq, (f_bar.double() - f_orig.double()).flatten(1).norm(dim=1))
+    shares = ep.terminal_reward_shares()
+    torch.testing.assert_close(shares, per_frame[:, ep.order].float())
+    torch.testing.assert_close(shares.sum(1), 3.0 * info.flow_recovery, atol=1e-5, rtol=1e-5)
+
+
+def test_frame_flow_credit_without_the_flow_reward_is_the_episode_credit(tmp_path: Path) -> None:
+    """ppg.flow_reward=false: nothing to split, so frame credit returns what episode credit does."""
+    batches = []
+    for credit in ("episode", "frame"):
+        cfg = tiny_config("ppg.credit=causal", f"ppg.flow_credit={credit}", "ppg.flow_reward=false")
+        trainer = Trainer(cfg, make_run(tmp_path / credit, cfg), progress=False)
+        trainer.reseed(0)
+        batches.append(trainer.learner.rollout(trainer.episodes())[0])
+    torch.testing.assert_close(batches[0].returns, batches[1].returns)
+    torch.testing.assert_close(batches[0].pairs, batches[1].pairs)
+
+
 def test_frame_flow_credit_needs_one_draw_per_state() -> None:
     with pytest.raises(ConfigError, match="ppg.flow_credit.*group = 1"):
         load_config(None, ["ppg.group=4", "ppg.credit=causal", "ppg.flow_credit=frame"])
@@ -1208,3 +1243,18 @@ def test_an_interrupted_stage_resumes_only_with_its_settings(tmp_path: Path) -> 
     assert check_stage_state(tiny_config("imitation.lr=1e-4"), run, "imitate", restart=False, alone=False)
     with pytest.raises(ConfigError, match="interrupted imitate with other settings .*imitation.soft"):
         check_stage_state(tiny_config("imitation.soft=0.5"), run, "imitate", restart=False, alone=False)
+
+
+def test_the_cold_start_ablation_learns_without_the_teacher() -> None:
+    """rovr reproduce table2: the three runs differ in flow reward and start; the cold one also drops
+    the copy teacher's term (a demo config's ppg.bc_coef), or it would not start cold."""
+    from rovr.pipeline import ablations
+
+    runs = ablations(load_config(None, ["ppg.bc_coef=1", "ppg.train_local=true"]))
+    assert [(c.ppg.flow_reward, c.ppg.warm_start, c.ppg.bc_coef) for c in runs] == [
+        (True, True, 1.0),
+        (True, False, 0.0),
+        (False, True, 1.0),
+    ]
+    assert all(c.ppg.train_local for c in runs)
+    assert [ppg.policy_name(c) for c in runs] == ["rovr_flow_warm", "rovr_flow_cold", "rovr_noflow_warm"]

@@ -218,7 +218,8 @@ class PPGConfig:
         "episode",
         "how the final flow reward w·O reaches the steps: 'episode' = whole to every step's return (the "
         "paper's terminal reward); 'frame' = split by each repaired frame's part of Eq. 3's flow error "
-        "(shares sum to w·O; a step is paid for the flows into and out of its own frame). Needs group = 1",
+        "(shares sum to w·O; with credit=causal a step is paid for the flows into and out of its own "
+        "frame only). Needs group = 1",
     )
     group: int = _f(
         1,
@@ -262,7 +263,8 @@ class PPGConfig:
         check(
             self.group == 1 or self.flow_credit == "episode",
             "ppg.flow_credit",
-            "'frame' needs ppg.group = 1 (with group > 1 each draw is already paid the flow of its own frame)",
+            f"= 'frame' needs ppg.group = 1 (got {self.group}; each of K draws is already paid the flow of "
+            "its own frame): set ppg.flow_credit=episode or ppg.group=1",
         )
         check(
             self.group == 1 or self.credit == "causal",

@@ -298,12 +298,17 @@ def _name(cfg: RunConfig) -> str:
 
 
 def ablations(cfg: RunConfig) -> list[RunConfig]:
-    """The paper's three PPG runs (§7.3): flow+warm, flow+cold, noflow+warm."""
+    """The paper's three PPG runs (§7.3): flow+warm, flow+cold, noflow+warm.
+
+    The cold start learns without the oracle altogether: its ``ppg.bc_coef`` (the copy teacher's
+    cross-entropy in the policy loss, imitation's own objective) is 0 whatever the config says.
+    """
     out = []
     for flow, warm in ((True, True), (True, False), (False, True)):
-        out.append(
-            dataclasses.replace(cfg, ppg=dataclasses.replace(cfg.ppg, flow_reward=flow, warm_start=warm))
-        )
+        ppg = dataclasses.replace(cfg.ppg, flow_reward=flow, warm_start=warm)
+        if not warm:
+            ppg = dataclasses.replace(ppg, bc_coef=0.0)
+        out.append(dataclasses.replace(cfg, ppg=ppg))
     return out
 
 

@@ -322,17 +322,23 @@ def recovery_shares(
     Frame t gets half of each of its two flows' squared errors, c_t = ½ (n_{t−1} + n_t) (one flow at
     either end), so Σ_t c_t = num² with num = ‖F(X̂) − F(X)‖ = √(Σ_s n_s), and its share is
     o_t = 1/T − c_t / (num · den): Σ_t o_t = 1 − num / den = O. A frame whose flows match the original's
-    is paid 1/T; one that carries most of the error, less. Where O is degenerate or clipped at
-    ``lower`` (see :func:`recovery_score`) the share is uniform, O / T.
+    is paid 1/T; one that carries most of the error, less. Where O is clipped at ``lower`` (see
+    :func:`recovery_score`) the split is scaled to sum to the clipped O (a worse frame still gets
+    less); where the denominator is degenerate, the share is uniform, O / T.
     """
     b, t = pair_sq.shape[0], pair_sq.shape[1] + 1
-    sq = pair_sq.double()
+    sq, d = pair_sq.double(), den.double()
     zero = sq.new_zeros(b, 1)
     c = 0.5 * (torch.cat([zero, sq], dim=1) + torch.cat([sq, zero], dim=1))  # (B, T)
     num = sq.sum(1).sqrt()
-    score = recovery_score(num, den.double(), eps, lower)  # (B,)
-    exact = (den > eps) & (1.0 - num / den.double().clamp_min(eps) > lower)
-    split = 1.0 / t - c / (num * den.double().clamp_min(eps)).clamp_min(1e-300)[:, None]
+    score = recovery_score(num, d, eps, lower)  # (B,)
+    raw = 1.0 - num / d.clamp_min(eps)
+    split = 1.0 / t - c / (num * d.clamp_min(eps)).clamp_min(1e-300)[:, None]  # sums to raw
+    clipped = raw < score
+    split = (
+        split * torch.where(clipped, score / torch.where(clipped, raw, torch.ones_like(raw)), 1.0)[:, None]
+    )
+    exact = (d > eps) & (~clipped | (raw != 0))
     return torch.where(exact[:, None], split, (score / t)[:, None].expand(b, t))
 
 

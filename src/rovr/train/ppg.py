@@ -449,7 +449,7 @@ class Learner:
             if terminal_reward is not None:
                 terminal_b = terminal_reward.to(rewards).nan_to_num(0.0)
             credited = rewards
-            if cfg.flow_credit == "frame" and terminal_reward is not None:  # w·O paid frame by frame
+            if cfg.flow_credit == "frame" and cfg.flow_reward and terminal_reward is not None:  # by frame
                 credited = split_terminal(rewards, terminal_b, env.terminal_reward_shares().to(rewards))
                 terminal_b = torch.zeros_like(terminal_b)
             if cfg.credit == "causal":
