@@ -820,10 +820,9 @@ def test_resume_checkpoint_of_another_architecture_is_refused(tmp_path: Path) ->
         train_policy(cfg, run, progress=False)
 
 
-def test_causal_credit_in_a_real_rollout(tmp_path: Path) -> None:
-    """ppg.credit=causal on real episodes: each return is the step's own L_P gain + the episode's w·O."""
-    cfg = tiny_config("ppg.credit=causal", "ppg.flow_weight=2.0")
-    trainer = Trainer(cfg, make_run(tmp_path / "run", cfg), progress=False)
+def _spied_rollout(cfg: RunConfig, root: Path) -> tuple[Batch, dict[str, float], list[StepInfo], Episodes]:
+    """One rollout of real episodes with every StepInfo kept: (batch, stats, step infos, episodes)."""
+    trainer = Trainer(cfg, make_run(root, cfg), progress=False)
     trainer.reseed(0)
     captured: list[StepInfo] = []
     episodes = trainer.episodes()
@@ -835,7 +834,14 @@ def test_causal_credit_in_a_real_rollout(tmp_path: Path) -> None:
         return info
 
     episodes.step = spy  # type: ignore[method-assign]
-    batch, _ = trainer.learner.rollout(episodes)
+    batch, stats = trainer.learner.rollout(episodes)
+    return batch, stats, captured, episodes
+
+
+def test_causal_credit_in_a_real_rollout(tmp_path: Path) -> None:
+    """ppg.credit=causal on real episodes: each return is the step's own L_P gain + the episode's w·O."""
+    cfg = tiny_config("ppg.credit=causal", "ppg.flow_weight=2.0")
+    batch, _, captured, _ = _spied_rollout(cfg, tmp_path / "run")
     last = captured[-1]
     assert last.flow_recovery is not None
     B, T = len(last.reward), len(captured)
@@ -851,19 +857,7 @@ def test_frame_flow_credit_in_a_real_rollout(tmp_path: Path, credit: str) -> Non
     from rovr.metrics.flow import recovery_shares
 
     cfg = tiny_config(f"ppg.credit={credit}", "ppg.flow_credit=frame", "ppg.flow_weight=2.0")
-    trainer = Trainer(cfg, make_run(tmp_path / "run", cfg), progress=False)
-    trainer.reseed(0)
-    captured: list[StepInfo] = []
-    episodes = trainer.episodes()
-    step = episodes.step
-
-    def spy(pairs: torch.Tensor) -> StepInfo:
-        info = step(pairs)
-        captured.append(info)
-        return info
-
-    episodes.step = spy  # type: ignore[method-assign]
-    batch, stats = trainer.learner.rollout(episodes)
+    batch, stats, captured, episodes = _spied_rollout(cfg, tmp_path / "run")
     last = captured[-1]
     assert last.flow_recovery is not None and episodes.flow is not None
     B, T = len(last.reward), len(captured)
