@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "reproduce",
-        "reproduce Table 2: the three PPG ablations x N training seeds, then evaluation (demo config: ~15 min a seed on 2 CPU cores)",
+        "reproduce Table 2: the three PPG ablations x N training seeds, then evaluation (demo config: ~15 min a seed on 2 CPU cores, estimated)",
         cmd_reproduce,
     )
     p.add_argument("what", choices=["table2"])

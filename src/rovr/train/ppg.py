@@ -140,23 +140,21 @@ def causal_returns(rewards: torch.Tensor, terminal: torch.Tensor) -> torch.Tenso
     + terminal. (B, T). With ``"current"`` a_t also shapes the later states (x̂_t is a frame they
     can condition on), and this credit ignores that: a myopic, lower-variance approximation.
     """
-    local = rewards.clone()
-    local[:, -1] = local[:, -1] - terminal
-    return local + terminal[:, None]
+    return pay_terminal(rewards, terminal, terminal[:, None].expand_as(rewards))
 
 
-def split_terminal(rewards: torch.Tensor, terminal: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
-    """Rewards with the terminal reward paid in per-step shares instead of all on the last step.
+def pay_terminal(rewards: torch.Tensor, terminal: torch.Tensor, paid: torch.Tensor) -> torch.Tensor:
+    """Each step's local reward plus what it is paid of the terminal reward: r_t − [t = T−1] · terminal + paid_t.
 
-    rewards (B, T) whose last entry includes ``terminal`` (B,); shares (B, T), each row summing to
-    ``terminal`` (``ppg.flow_credit=frame``: :func:`rovr.metrics.flow.recovery_shares` · w). Returns
-    r'_t = r_t − [t = T−1] · terminal + share_t: the same episode return, credited frame by frame.
-    With causal credit (:func:`causal_returns` with terminal 0) a step's return is its own L_P gain plus
-    its own frame's share of w · O.
+    rewards (B, T) whose last entry includes ``terminal`` (B,); paid (B, T). With every step paid the
+    whole terminal reward these are :func:`causal_returns`. With per-frame shares that sum to it
+    (``ppg.flow_credit=frame``: :func:`rovr.metrics.flow.recovery_shares` · w) they are rewards with
+    the same episode return, credited frame by frame — a step's causal return is its own L_P gain plus
+    its own frame's share of w · O, and :func:`gae` of them pays each step its share and the later ones.
     """
     out = rewards.clone()
     out[:, -1] = out[:, -1] - terminal
-    return out + shares.nan_to_num(0.0)
+    return out + paid.nan_to_num(0.0)
 
 
 class Surrogate(NamedTuple):
@@ -448,14 +446,15 @@ class Learner:
             terminal_b = torch.zeros_like(rewards[:, 0])
             if terminal_reward is not None:
                 terminal_b = terminal_reward.to(rewards).nan_to_num(0.0)
-            credited = rewards
-            if cfg.flow_credit == "frame" and cfg.flow_reward and terminal_reward is not None:  # by frame
-                credited = split_terminal(rewards, terminal_b, env.terminal_reward_shares().to(rewards))
-                terminal_b = torch.zeros_like(terminal_b)
+            shares = None  # per-frame shares of w·O (ppg.flow_credit=frame), else w·O on the last step
+            if cfg.flow_credit == "frame" and cfg.flow_reward and terminal_reward is not None:
+                shares = env.terminal_reward_shares().to(rewards)
             if cfg.credit == "causal":
-                returns = (causal_returns(credited, terminal_b) * cfg.reward_scale)[..., None]
+                paid = terminal_b[:, None].expand_as(rewards) if shares is None else shares
+                returns = (pay_terminal(rewards, terminal_b, paid) * cfg.reward_scale)[..., None]
                 adv = returns - steps["value"][..., None]
             else:
+                credited = rewards if shares is None else pay_terminal(rewards, terminal_b, shares)
                 adv, returns = gae(credited * cfg.reward_scale, steps["value"], cfg.gamma, cfg.gae_lambda)
                 adv, returns = adv[..., None], returns[..., None]
 
