@@ -1,7 +1,7 @@
 """Quality of `rovr restore` at the input's resolution: ``--fill copy`` against ``--fill gamma``.
 
     .venv/bin/python benchmarks/restore_fill.py [--checkpoint runs/demo] [--data ../shared/data/real]
-        [--max-error E] [--far-stride S]
+        [--max-error E] [--far-stride S] [--policy NAME]
 
 Holes are cut into clean real clips, so the truth under them is known: the mask folder of one clip
 on the other clip of the same size (dogs_jump's masks on schoolgirls and back, first 66 frames),
@@ -96,6 +96,10 @@ def main() -> None:
         default=restore_module.FAR_STRIDE,
         help=f"grid of the far frames beyond {restore_module.DENSE_REACH} (default rovr.restore.FAR_STRIDE = {restore_module.FAR_STRIDE})",
     )
+    ap.add_argument(
+        "--policy",
+        help="conditioning policy of the run or a baseline by name (default: what `rovr restore` picks)",
+    )
     ap.add_argument("--figure", help="write a PNG of parkour's frame 45: holes | gamma | copy | original")
     ap.add_argument(
         "--removal-figure",
@@ -154,6 +158,7 @@ def main() -> None:
                     copy_reach=reach,
                     unseen=unseen,
                     audio=False,
+                    policy=args.policy,
                 )
                 restored = io.read_video(out)
                 p, s = hole_scores(restored, frames, masks)
@@ -184,7 +189,9 @@ def main() -> None:
             girls, outs = data / "schoolgirls.mp4", []
             for fill in ("gamma", "copy"):
                 out = Path(tmp) / f"{fill}.mp4"
-                restore_video(girls, data / "schoolgirls_mask", out, run, fill=fill, audio=False)
+                restore_video(
+                    girls, data / "schoolgirls_mask", out, run, fill=fill, audio=False, policy=args.policy
+                )
                 outs.append(io.read_video(out))
             original = io.read_video(girls)
             grid = np.concatenate(
