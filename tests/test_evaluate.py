@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -932,7 +933,7 @@ def test_copy_pair_costs_by_hand() -> None:
 
 
 def test_reproduce_table2_names_seeds_and_combines_parallel_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Seed folders are named by their training seed, so parallel `--seeds 1 --set seed=S` processes into
     one --out write different folders, and each combines every seed evaluated with its settings; a rerun
@@ -961,6 +962,29 @@ def test_reproduce_table2_names_seeds_and_combines_parallel_ones(
     )
     page = (out / "report.html").read_text()
     assert "Fig. 3" in page and "Fig. 6" in page and "href='seed_1/eval/report.html'" in page
+
+    # `rovr evaluate --checkpoint OUT`: every seed's run evaluated again into --out, their own eval
+    # folders untouched; the same settings give each seed's own rows, and Table 2 is over the seeds
+    from rovr import cli
+
+    own = [(out / f"seed_{s}" / "eval" / "report.json").stat().st_mtime_ns for s in (0, 1)]
+    ev = tmp_path / "ev"
+    args = ["--max-clips", "1", "--seeds", "1", "--no-brute-force", "--no-progress"]
+    assert cli.main(["evaluate", "--checkpoint", str(out), "--out", str(ev), *args]) == 0
+    again_ev = json.loads((ev / "report.json").read_text())
+    assert again_ev["training_seeds"] == 2 and again_ev["runs"] == [str(out / "seed_0"), str(out / "seed_1")]
+    for s in (0, 1):
+        mine = json.loads((ev / f"seed_{s}" / "report.json").read_text())["table2"]
+        theirs = json.loads((out / f"seed_{s}" / "eval" / "report.json").read_text())["table2"]
+        assert [r["perceptual_loss"] for r in mine] == pytest.approx([r["perceptual_loss"] for r in theirs])
+    assert [(out / f"seed_{s}" / "eval" / "report.json").stat().st_mtime_ns for s in (0, 1)] == own
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(out), "--out", str(out), *args]) != 0
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"rovr: error: --out '.*' is the reproduce folder itself .*choose a folder for the report, e.g. '.*'",
+        err,
+    )
 
     def no_evaluation(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("an unchanged seed was evaluated again")

@@ -1203,6 +1203,46 @@ def load_policies(
     return choosers, unusable
 
 
+def seed_runs(root: str | Path) -> list[Path]:
+    """The run folders ``root/seed_<S>`` of a `rovr reproduce` folder (each with its config.yaml), in
+    seed order; [] when ``root`` is a run folder itself or holds no such runs."""
+    root = Path(root)
+    if (root / "config.yaml").is_file():
+        return []
+    runs = [p.parent for p in root.glob("seed_*/config.yaml")]
+    runs = [r for r in runs if r.name.removeprefix("seed_").isdigit()]
+    return sorted(runs, key=lambda r: int(r.name.removeprefix("seed_")))
+
+
+def evaluate_seed_runs(root: str | Path, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """``rovr evaluate --checkpoint OUT`` on the folder of `rovr reproduce` (its runs in ``seed_<S>``):
+    each run is evaluated by :func:`evaluate_run` (same ``kwargs``) into ``out_dir/seed_<S>``, and
+    Table 2 over the training seeds (:func:`combine_seed_reports`, mean ± std of each run's mean) is
+    written to ``out_dir``. So the runs of a reproduction are evaluated on any data in one command,
+    e.g. the real clips, without touching their own ``eval`` folders."""
+    runs = seed_runs(root)
+    if not runs:
+        raise RovrError(
+            f"'{root}' holds no runs of `rovr reproduce` (no seed_<S>/config.yaml); pass a run folder or "
+            "the --out of `rovr reproduce`"
+        )
+    out = Path(out_dir)
+    if out.resolve() == Path(root).resolve():
+        raise RovrError(
+            f"--out '{out}' is the reproduce folder itself (its seed_<S> are the runs); choose a folder for "
+            f"the report, e.g. '{Path(root) / 'eval_other'}'"
+        )
+    check_report_folder(out, kwargs.get("data"))
+    for run in runs:  # every output folder is checked before the first (long) evaluation
+        check_report_folder(out / run.name, kwargs.get("data"))
+    reports, folders = [], []
+    for run in runs:
+        log.info("evaluating %s → %s", run, out / run.name)
+        reports.append(evaluate_run(run, out / run.name, **kwargs).report)
+        folders.append(out / run.name)
+    return combine_seed_reports(reports, out, folders)
+
+
 def _pick_targets(num_frames: int, count: int = 5) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, num_frames - 1, min(count, num_frames))})
 
