@@ -77,10 +77,11 @@ from rovr.video.io import (
 
 log = logging.getLogger(__name__)
 
-#: Policies tried, in order, when none is named. Imitation first: its full-resolution fill is the one
-#: measured (`benchmarks/restore_fill.py`), and in the observed MDP it beat every PPG policy on real
-#: footage. In the paper's MDP the demo's PPG policy with its own tuned Γ beats it on the real
-#: evaluation clips (README, Table 2); `rovr restore` has not been measured with it yet.
+#: Policies tried, in order, when none is named. Imitation first: in the observed MDP it beat every
+#: PPG policy on real footage. In the paper's MDP PPG's policy beats it on the real evaluation clips
+#: (README, Table 2), but at full resolution, under the same tuned Γ, it moved hole PSNR by only
+#: +0.01–0.09 dB and flickered more on three of four clips (`benchmarks/restore_fill.py --policy`;
+#: BENCHMARKS.md, "Which policy chooses"): not enough to change the default.
 PREFERRED = ("imitation", *PPG_POLICIES)
 
 
