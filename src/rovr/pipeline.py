@@ -332,7 +332,13 @@ def reproduce_table2(
     evaluated with ``cfg.eval.seeds`` corruption seeds (`rovr reproduce` sets 1 unless ``--set
     eval.seeds=N`` is given).
     """
-    from rovr.evaluate import check_evaluation_data, check_out_beside_data, combine_seed_reports, evaluate_run
+    from rovr.evaluate import (
+        check_evaluation_data,
+        check_out_beside_data,
+        combine_seed_reports,
+        evaluate_run,
+        seed_runs,
+    )
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 training seed (got {seeds})")
@@ -352,10 +358,10 @@ def reproduce_table2(
         reports.append(report)
         folders.append(folder / "eval")
     ours = {cfg.seed + s for s in range(seeds)}
-    for folder in sorted(out.glob("seed_*"), key=lambda f: f.name):
-        seed = folder.name.removeprefix("seed_")
-        if seed.isdigit() and int(seed) not in ours:
-            other = _evaluated(folder, dataclasses.replace(cfg, seed=int(seed)), data, same_seed=False)
+    for folder in seed_runs(out):
+        seed = int(folder.name.removeprefix("seed_"))
+        if seed not in ours:
+            other = _evaluated(folder, dataclasses.replace(cfg, seed=seed), data, same_seed=False)
             if other is not None:
                 log.info("Table 2 also averages %s (seed %s, evaluated with these settings)", folder, seed)
                 reports.append(other)
